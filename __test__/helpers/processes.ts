@@ -1,0 +1,230 @@
+// Test helpers for real daemons on loopback: free ports, our CLI and the
+// reference C binaries as child processes, an echo server, a tampering relay,
+// and a client that sends bytes and collects the reply.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+
+/** The repository root (tests run from build/__test__/...). */
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+/** Our CLIs, as built by `npm run build:ts`. */
+export const OUR_SPIPED = join(REPO_ROOT, 'dist/cli/spiped.js');
+export const OUR_SPIPE = join(REPO_ROOT, 'dist/cli/spipe.js');
+/** The reference binaries (Debian's spiped package). */
+export const C_SPIPED = '/usr/bin/spiped';
+export const C_SPIPE = '/usr/bin/spipe';
+
+/** Which implementation of a tool to run. */
+export type Impl = 'ours' | 'c';
+
+/** True when the reference binaries are installed; throws when SPIPED_INTEROP=required and they are not. */
+export function referenceAvailable(): boolean {
+  const present = existsSync(C_SPIPED) && existsSync(C_SPIPE);
+  if (!present && process.env.SPIPED_INTEROP === 'required') {
+    throw new Error('SPIPED_INTEROP=required but /usr/bin/spiped or /usr/bin/spipe is missing (apt-get install -y spiped)');
+  }
+  return present;
+}
+
+/** A fresh temp dir, removed by the returned cleanup. */
+export function tempDir(): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'spiped-test-'));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+/** Writes a key file of `length` random bytes into `dir`; returns its path. */
+export function writeKey(dir: string, name = 'key', length = 32): string {
+  const path = join(dir, name);
+  writeFileSync(path, randomBytes(length), { mode: 0o600 });
+  return path;
+}
+
+/** Resolves to a TCP port on 127.0.0.1 that was free a moment ago. */
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, host, () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** True when a socket is listening at `address`, read from /proc (no probe connection, which a daemon would serve). */
+function isListening(address: { port: number; host?: string } | { path: string }): boolean {
+  if ('path' in address) {
+    try {
+      return statSync(address.path).isSocket();
+    } catch {
+      return false;
+    }
+  }
+  const port = address.port.toString(16).toUpperCase().padStart(4, '0');
+  return ['/proc/net/tcp', '/proc/net/tcp6'].some((table) =>
+    readFileSync(table, 'utf8')
+      .split('\n')
+      .some((line) => {
+        const fields = line.trim().split(/\s+/);
+        return fields[1]?.endsWith(`:${port}`) === true && fields[3] === '0A'; // 0A = LISTEN
+      }),
+  );
+}
+
+/** Resolves once something listens at `address` (port or Unix path), or rejects after `timeoutMs`. */
+export async function waitForListener(address: { port: number; host?: string } | { path: string }, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!isListening(address)) {
+    if (Date.now() > deadline) throw new Error(`nothing listening at ${JSON.stringify(address)}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** A daemon child process with its collected stderr. */
+export interface Daemon {
+  child: ChildProcess;
+  stderr: () => string;
+  stop: () => Promise<void>;
+}
+
+/** Starts spiped (ours or C) in the foreground with `args` and waits until `listen` accepts. */
+export async function startDaemon(
+  impl: Impl,
+  args: string[],
+  listen: { port: number; host?: string } | { path: string },
+): Promise<Daemon> {
+  const child =
+    impl === 'ours'
+      ? spawn(process.execPath, [OUR_SPIPED, '-F', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      : spawn(C_SPIPED, ['-F', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  try {
+    await Promise.race([
+      waitForListener(listen),
+      exited.then(() => Promise.reject(new Error(`${impl} spiped exited early: ${stderr}`))),
+    ]);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  return {
+    child,
+    stderr: () => stderr,
+    stop: async () => {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+}
+
+/** An echo server: every connection gets its bytes back, and its EOF after them. */
+export function startEchoServer(): Promise<{ server: Server; port: number; connections: () => number }> {
+  let connections = 0;
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    connections += 1;
+    socket.on('error', () => {});
+    socket.pipe(socket);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () =>
+      resolve({ server, port: (server.address() as AddressInfo).port, connections: () => connections }),
+    );
+  });
+}
+
+/** A sink server: records what each connection sent before it ended or broke. */
+export function startSinkServer(): Promise<{ server: Server; port: number; received: Buffer[] }> {
+  const received: Buffer[] = [];
+  const server = createServer({ allowHalfOpen: true }, (socket) => {
+    const parts: Buffer[] = [];
+    const index = received.push(Buffer.alloc(0)) - 1;
+    socket.on('data', (chunk: Buffer) => {
+      parts.push(chunk);
+      received[index] = Buffer.concat(parts);
+    });
+    socket.on('error', () => {});
+    socket.on('end', () => socket.end());
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as AddressInfo).port, received }));
+  });
+}
+
+/** What a client saw: the bytes it received and how the connection ended. */
+export interface Exchange {
+  received: Buffer;
+  ended: 'eof' | 'error' | 'timeout';
+}
+
+/** Connects to `address`, writes `data`, half-closes, and collects the reply until EOF, an error, or `timeoutMs`. */
+export function exchange(
+  address: { port: number; host?: string } | { path: string },
+  data: Buffer,
+  timeoutMs = 10000,
+): Promise<Exchange> {
+  return new Promise((resolve) => {
+    const socket: Socket =
+      'path' in address
+        ? connect({ path: address.path, allowHalfOpen: true })
+        : connect({ port: address.port, host: address.host ?? '127.0.0.1', allowHalfOpen: true });
+    const parts: Buffer[] = [];
+    let done = false;
+    const finish = (ended: Exchange['ended']): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ received: Buffer.concat(parts), ended });
+    };
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    socket.on('data', (chunk: Buffer) => parts.push(chunk));
+    socket.on('end', () => finish('eof'));
+    socket.on('error', () => finish('error'));
+    socket.on('close', () => finish('error'));
+    socket.on('connect', () => socket.end(data));
+  });
+}
+
+/** How a relay may damage traffic: flip bit `bit` of the byte at `offset` of one direction's stream. */
+export interface Tamper {
+  direction: 'toServer' | 'toClient';
+  offset: number;
+  bit?: number;
+}
+
+/** A TCP relay from `listenPort` to `targetPort` that flips one bit, as `tamper` says, in its first connection only. */
+export function startRelay(listenPort: number, targetPort: number, firstTamper: Tamper | null): Promise<Server> {
+  let connections = 0;
+  const server = createServer({ allowHalfOpen: true }, (client) => {
+    const tamper = connections++ === 0 ? firstTamper : null;
+    const upstream = connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true });
+    const forward = (from: Socket, to: Socket, direction: Tamper['direction']): void => {
+      let seen = 0;
+      from.on('data', (chunk: Buffer) => {
+        if (tamper !== null && tamper.direction === direction && tamper.offset >= seen && tamper.offset < seen + chunk.length) {
+          chunk = Buffer.from(chunk);
+          chunk[tamper.offset - seen]! ^= 1 << (tamper.bit ?? 0);
+        }
+        seen += chunk.length;
+        to.write(chunk);
+      });
+      from.on('end', () => to.end());
+      from.on('error', () => to.destroy());
+      from.on('close', (hadError) => hadError && to.destroy());
+    };
+    forward(client, upstream, 'toServer');
+    forward(upstream, client, 'toClient');
+  });
+  return new Promise((resolve) => {
+    server.listen(listenPort, '127.0.0.1', () => resolve(server));
+  });
+}

@@ -1,0 +1,665 @@
+// Owns the tunnel benchmark, `node build/bench/tunnel.js` (npm run bench:tunnel):
+// an encrypting and a decrypting daemon on loopback (client -> E(-e) -> D(-d) -> server),
+// ours (`node dist/cli/spiped.js`) and the C reference (/usr/bin/spiped), launched alike
+// as separate foreground processes (-F -n 0) with the same key and flags, and measured
+// alike from this process (which is the load: source, sink, echo server and clients):
+//   bulk MB/s of plaintext through the pair (one direction), the daemons' CPU seconds
+//   and peak RSS during it; sequential connections/s with PFS and with -f (connect,
+//   1 byte, its echo, clean close); 1-byte echo round-trip p50/p99 over one connection.
+// Prints a table (ours, C, ours/C) and the crypto backend; --json prints one object.
+// Options: --size <MiB> (1024), --quick, --json, --only ours|c, --rounds <n> (median,
+// order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3), and for profiling/A-B runs only:
+// --node-arg <flag> (repeatable, e.g. --cpu-prof) and --ours-cli <path to spiped.js>.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cryptoBackend } from 'spiped-native';
+
+/** Package root: build/bench/tunnel.js -> ../../ */
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const C_SPIPED = '/usr/bin/spiped';
+
+type Impl = 'ours' | 'c';
+type Phase = 'bulk' | 'rtt' | 'conn';
+const ALL_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn'];
+
+/** Command-line options of the benchmark. */
+interface Options {
+  sizeMiB: number;
+  quick: boolean;
+  json: boolean;
+  only: Impl | null;
+  rounds: number;
+  phases: Phase[]; // --phases bulk,rtt,conn (default all)
+  connSeconds: number;
+  rttCount: number;
+  oursCli: string; // our daemon's entry point (--ours-cli, default dist/cli/spiped.js), for A/B runs of a scratch build
+  nodeArgs: string[]; // extra node flags for our daemons (--node-arg, e.g. --cpu-prof); breaks "launched alike", for profiling only
+}
+
+/** Parses argv into Options; exits 2 with a message on bad usage. */
+function parseOptions(argv: readonly string[]): Options {
+  const usage = (msg: string): never => {
+    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--rounds <n>]\n       [--phases bulk,rtt,conn] [--conn-seconds <s>] [--node-arg <flag>]... [--ours-cli <file.js>]\n`);
+    process.exit(2);
+  };
+  let size: number | null = null;
+  let quick = false;
+  let json = false;
+  let only: Impl | null = null;
+  let rounds = 1;
+  let phases: Phase[] = [...ALL_PHASES];
+  let connSeconds: number | null = null;
+  const nodeArgs: string[] = [];
+  let oursCli = join(ROOT, 'dist/cli/spiped.js');
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const value = (): string => argv[++i] ?? usage(`${a} needs a value`);
+    if (a === '--size') {
+      size = Number(value());
+      if (!Number.isInteger(size) || size <= 0) usage('--size must be a positive integer (MiB)');
+    } else if (a === '--quick') quick = true;
+    else if (a === '--json') json = true;
+    else if (a === '--only') {
+      const v = value();
+      if (v !== 'ours' && v !== 'c') usage('--only takes ours or c');
+      only = v as Impl;
+    } else if (a === '--rounds') {
+      rounds = Number(value());
+      if (!Number.isInteger(rounds) || rounds < 1) usage('--rounds must be a positive integer');
+    } else if (a === '--conn-seconds') {
+      connSeconds = Number(value());
+      if (!(connSeconds > 0)) usage('--conn-seconds must be positive');
+    } else if (a === '--phases') {
+      const list = value().split(',');
+      if (list.some((x) => !ALL_PHASES.includes(x as Phase))) usage(`--phases takes a list of ${ALL_PHASES.join(',')}`);
+      phases = list as Phase[];
+    } else if (a === '--node-arg') nodeArgs.push(value());
+    else if (a === '--ours-cli') oursCli = value();
+    else usage(`unknown option ${a}`);
+  }
+  return {
+    sizeMiB: size ?? (quick ? 64 : 1024),
+    quick,
+    json,
+    only,
+    rounds,
+    phases,
+    connSeconds: connSeconds ?? (quick ? 0.5 : 3),
+    rttCount: quick ? 300 : 2000,
+    oursCli,
+    nodeArgs,
+  };
+}
+
+const OPTS = parseOptions(process.argv.slice(2));
+
+/** Writes a progress line to stderr (stdout stays clean for --json). */
+function progress(s: string): void {
+  process.stderr.write(`[tunnel] ${s}\n`);
+}
+
+// ---- /proc accounting -----------------------------------------------------------------
+
+const CLK_TCK = ((): number => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** CPU seconds (utime+stime, all threads) of `pid` so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+/** A `VmXXX:` value of /proc/<pid>/status in MiB (NaN if missing). */
+function vmMiB(pid: number, field: 'VmHWM' | 'VmRSS'): number {
+  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+/** Resets VmHWM of `pid` to its current RSS (clear_refs 5); false if the kernel refuses. */
+function resetPeakRss(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, '5');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when some socket in /proc/net/tcp listens on 127.0.0.1:`port`. */
+function isListening(port: number): boolean {
+  const hex = `0100007F:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  return readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .some((line) => {
+      const f = line.trim().split(/\s+/);
+      return f[1] === hex && f[3] === '0A';
+    });
+}
+
+// ---- small async helpers --------------------------------------------------------------
+
+/** Resolves after `ms` milliseconds. */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Rejects with `what` timed out if `p` takes longer than `ms`. */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const t = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+}
+
+/** A free TCP port on 127.0.0.1 (bound then released). */
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+/** Connects to 127.0.0.1:`port` with TCP_NODELAY; resolves once connected. */
+function dial(port: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, noDelay: true });
+    s.once('error', reject);
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+  });
+}
+
+// ---- the target server (this process) ---------------------------------------------------
+
+type ServerMode = 'echo' | 'sink';
+
+/** The server behind D: echoes (connection and RTT phases) or counts and discards (bulk). */
+class TargetServer {
+  readonly server: Server;
+  mode: ServerMode = 'echo';
+  /** Bytes discarded in sink mode since the last reset. */
+  sunk = 0;
+  /** Called whenever `sunk` grows (the bulk phase waits on it). */
+  onSink: (() => void) | null = null;
+  /** Open accepted sockets (destroyed by close()). */
+  private readonly sockets = new Set<Socket>();
+
+  /** Creates the (not yet listening) server. */
+  constructor() {
+    this.server = createServer({ noDelay: true }, (s) => this.accept(s));
+  }
+
+  /** Listens on 127.0.0.1:`port`. */
+  listen(port: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, '127.0.0.1', () => resolve());
+    });
+  }
+
+  /** Serves one accepted socket in the current mode. */
+  private accept(s: Socket): void {
+    s.on('error', () => {});
+    this.sockets.add(s);
+    s.once('close', () => this.sockets.delete(s));
+    if (this.mode === 'echo') {
+      s.on('data', (d: Buffer) => s.write(d));
+    } else {
+      s.on('data', (d: Buffer) => {
+        this.sunk += d.length;
+        this.onSink?.();
+      });
+    }
+  }
+
+  /** Stops listening and drops every connection. */
+  close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+// ---- daemons ----------------------------------------------------------------------------
+
+/** One running daemon process. */
+interface Daemon {
+  name: string;
+  child: ChildProcess;
+  pid: number;
+  stderr: string[];
+}
+
+/** The command line that runs `impl`'s spiped with `args` (launched the same way for both). */
+function daemonCommand(impl: Impl, args: string[]): [string, string[]] {
+  return impl === 'ours' ? [process.execPath, [...OPTS.nodeArgs, OPTS.oursCli, ...args]] : [C_SPIPED, args];
+}
+
+/** Starts one foreground daemon and waits until it listens on `listenPort`; throws with its stderr if it exits. */
+async function startDaemon(impl: Impl, name: string, args: string[], listenPort: number): Promise<Daemon> {
+  const [cmd, argv] = daemonCommand(impl, args);
+  const child = spawn(cmd, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const stderr: string[] = [];
+  child.stderr?.setEncoding('utf8').on('data', (s: string) => stderr.push(s));
+  let exited: string | null = null;
+  child.once('exit', (code, signal) => (exited = `exited (${code ?? signal})`));
+  child.once('error', (err) => (exited = err.message));
+  const deadline = Date.now() + 10_000;
+  while (!isListening(listenPort)) {
+    if (exited !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${name} (${cmd} ${argv.join(' ')}) ${exited ?? 'did not listen within 10 s'}: ${stderr.join('')}`);
+    }
+    await sleep(10);
+  }
+  if (child.pid === undefined) throw new Error(`${name}: no pid`);
+  return { name, child, pid: child.pid, stderr };
+}
+
+/** Stops a daemon (SIGTERM, then SIGKILL after 2 s) and waits for its exit. */
+async function stopDaemon(d: Daemon): Promise<void> {
+  if (d.child.exitCode !== null || d.child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => d.child.once('exit', () => resolve()));
+  d.child.kill('SIGTERM');
+  const killer = setTimeout(() => d.child.kill('SIGKILL'), 2000);
+  await exited;
+  clearTimeout(killer);
+}
+
+/** An encrypting and a decrypting daemon in front of the target server. */
+interface Pair {
+  impl: Impl;
+  e: Daemon;
+  d: Daemon;
+  entryPort: number;
+}
+
+/** Starts D (-d, source dPort -> target) then E (-e, entry -> dPort) of `impl`, both -F with `extra` flags. */
+async function startPair(impl: Impl, keyFile: string, targetPort: number, extra: string[]): Promise<Pair> {
+  const entryPort = await freePort();
+  const dPort = await freePort();
+  const addr = (p: number): string => `[127.0.0.1]:${p}`;
+  const common = ['-F', '-k', keyFile, '-n', '0', ...extra];
+  const d = await startDaemon(impl, `${impl} D`, ['-d', '-s', addr(dPort), '-t', addr(targetPort), ...common], dPort);
+  try {
+    const e = await startDaemon(impl, `${impl} E`, ['-e', '-s', addr(entryPort), '-t', addr(dPort), ...common], entryPort);
+    return { impl, e, d, entryPort };
+  } catch (err) {
+    await stopDaemon(d);
+    throw err;
+  }
+}
+
+/** Stops both daemons of a pair. */
+async function stopPair(p: Pair): Promise<void> {
+  await Promise.all([stopDaemon(p.e), stopDaemon(p.d)]);
+}
+
+/** Throws if either daemon of the pair has exited (with its stderr). */
+function checkAlive(p: Pair): void {
+  for (const d of [p.e, p.d]) {
+    if (d.child.exitCode !== null || d.child.signalCode !== null) {
+      throw new Error(`${d.name} died (${d.child.exitCode ?? d.child.signalCode}): ${d.stderr.join('')}`);
+    }
+  }
+}
+
+// ---- phases -----------------------------------------------------------------------------
+
+/** Result of the bulk phase. */
+interface BulkResult {
+  mbps: number; // plaintext MB/s (1e6 bytes/s), first byte written to last byte sunk
+  seconds: number;
+  cpuE: number; // CPU seconds of E during the phase
+  cpuD: number;
+  cpuLoad: number; // CPU seconds of this process (source + sink) during the phase
+  hwmE: number; // peak RSS MiB during the phase (from start if the reset was refused)
+  hwmD: number;
+}
+
+const CHUNK = randomBytes(256 << 10);
+
+/** Streams `bytes` of a reused random buffer through the pair into the sink; measures rate, CPU and peak RSS. */
+async function bulk(p: Pair, server: TargetServer, bytes: number): Promise<BulkResult> {
+  server.mode = 'sink';
+  server.sunk = 0;
+  const client = await dial(p.entryPort);
+  client.on('error', () => {});
+  // Warm-up (handshake, JIT, socket buffers): 16 MiB not counted.
+  const warm = Math.min(16 << 20, bytes);
+  await pump(client, warm);
+  await waitSunk(server, warm, p);
+  server.sunk = 0;
+  resetPeakRss(p.e.pid);
+  resetPeakRss(p.d.pid);
+  const cpu0 = [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)];
+  const self0 = process.cpuUsage();
+  const t0 = process.hrtime.bigint();
+  const done = waitSunk(server, bytes, p);
+  await pump(client, bytes);
+  await done;
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  const self = process.cpuUsage(self0);
+  const result: BulkResult = {
+    mbps: bytes / seconds / 1e6,
+    seconds,
+    cpuE: cpuSeconds(p.e.pid) - (cpu0[0] ?? 0),
+    cpuD: cpuSeconds(p.d.pid) - (cpu0[1] ?? 0),
+    cpuLoad: (self.user + self.system) / 1e6,
+    hwmE: vmMiB(p.e.pid, 'VmHWM'),
+    hwmD: vmMiB(p.d.pid, 'VmHWM'),
+  };
+  client.destroy();
+  server.mode = 'echo';
+  return result;
+}
+
+/** Writes `bytes` from the reused CHUNK to `s`, honouring backpressure; resolves once all is handed to the kernel queue. */
+async function pump(s: Socket, bytes: number): Promise<void> {
+  let left = bytes;
+  while (left > 0) {
+    const n = Math.min(left, CHUNK.length);
+    left -= n;
+    if (!s.write(n === CHUNK.length ? CHUNK : CHUNK.subarray(0, n))) {
+      await new Promise<void>((resolve, reject) => {
+        const onErr = (e: Error): void => reject(e);
+        s.once('error', onErr);
+        s.once('drain', () => {
+          s.off('error', onErr);
+          resolve();
+        });
+      });
+    }
+  }
+}
+
+/** Resolves once the sink has received `bytes`; rejects if a daemon dies or nothing arrives for 10 s. */
+function waitSunk(server: TargetServer, bytes: number, p: Pair): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let last = Date.now();
+    const watchdog = setInterval(() => {
+      try {
+        checkAlive(p);
+        if (Date.now() - last > 10_000) throw new Error(`bulk stalled at ${server.sunk} of ${bytes} bytes`);
+      } catch (err) {
+        clearInterval(watchdog);
+        server.onSink = null;
+        reject(err);
+      }
+    }, 250);
+    const check = (): void => {
+      last = Date.now();
+      if (server.sunk >= bytes) {
+        clearInterval(watchdog);
+        server.onSink = null;
+        resolve();
+      }
+    };
+    server.onSink = check;
+    check();
+  });
+}
+
+/** One full connection: connect to E, send 1 byte, await its echo, end and await the clean close. */
+function oneConnection(port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, noDelay: true });
+    let echoed = false;
+    s.once('error', reject);
+    s.once('connect', () => s.write('x'));
+    s.on('data', () => {
+      if (!echoed) {
+        echoed = true;
+        s.end();
+      }
+    });
+    s.once('close', () => (echoed ? resolve() : reject(new Error('connection closed before the echo'))));
+  });
+}
+
+/** Result of a connection-rate phase. */
+interface ConnResult {
+  perSecond: number;
+  count: number;
+  cpuE: number; // CPU milliseconds of E per connection
+  cpuD: number;
+}
+
+/** Runs sequential connections for `seconds` after a warm-up (JIT) of a third of that, at most 1 s; returns connections/s and CPU ms per connection. */
+async function connectionRate(p: Pair, seconds: number): Promise<ConnResult> {
+  const warmEnd = Date.now() + Math.min(1000, (seconds * 1000) / 3);
+  for (let i = 0; i < 20 || Date.now() < warmEnd; i++) await withTimeout(oneConnection(p.entryPort), 10_000, 'warm-up connection');
+  const cpu0 = [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)];
+  const t0 = process.hrtime.bigint();
+  const end = t0 + BigInt(Math.round(seconds * 1e9));
+  let count = 0;
+  let now = t0;
+  while (now < end) {
+    await withTimeout(oneConnection(p.entryPort), 10_000, `connection #${count}`);
+    count++;
+    now = process.hrtime.bigint();
+  }
+  const elapsed = Number(now - t0) / 1e9;
+  checkAlive(p);
+  return {
+    perSecond: count / elapsed,
+    count,
+    cpuE: ((cpuSeconds(p.e.pid) - (cpu0[0] ?? 0)) / count) * 1000,
+    cpuD: ((cpuSeconds(p.d.pid) - (cpu0[1] ?? 0)) / count) * 1000,
+  };
+}
+
+/** Result of the round-trip phase, in microseconds. */
+interface RttResult {
+  p50: number;
+  p99: number;
+  mean: number;
+}
+
+/** `count` sequential 1-byte echoes over one connection (after 300 warm-up ones); returns percentiles in µs. */
+async function roundTrips(p: Pair, server: TargetServer, count: number): Promise<RttResult> {
+  server.mode = 'echo';
+  const s = await dial(p.entryPort);
+  s.on('error', () => {});
+  const byte = Buffer.from('x');
+  let waiter: (() => void) | null = null;
+  s.on('data', () => {
+    const w = waiter;
+    waiter = null;
+    w?.();
+  });
+  const once = (): Promise<void> =>
+    withTimeout(
+      new Promise<void>((resolve) => {
+        waiter = resolve;
+        s.write(byte);
+      }),
+      10_000,
+      'round trip',
+    );
+  for (let i = 0; i < 300; i++) await once();
+  const samples = new Float64Array(count);
+  for (let i = 0; i < count; i++) {
+    const t0 = process.hrtime.bigint();
+    await once();
+    samples[i] = Number(process.hrtime.bigint() - t0) / 1e3;
+  }
+  s.destroy();
+  samples.sort();
+  const pct = (q: number): number => samples[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
+  return { p50: pct(0.5), p99: pct(0.99), mean: samples.reduce((a, b) => a + b, 0) / count };
+}
+
+// ---- one implementation, one round ----------------------------------------------------------
+
+/** Every metric of one implementation in one round (a phase left out by --phases is missing). */
+interface ImplResult {
+  bulk?: BulkResult;
+  rtt?: RttResult;
+  connPfs?: ConnResult;
+  connFast?: ConnResult;
+  rssIdleE: number; // VmRSS MiB of E once listening (idle)
+}
+
+/** Runs the selected phases for `impl`: a PFS pair (bulk, RTT, PFS connections), then a -f pair (fast connections). */
+async function runImpl(impl: Impl, keyFile: string, server: TargetServer, targetPort: number): Promise<ImplResult> {
+  const bytes = OPTS.sizeMiB * 1024 * 1024;
+  const result: ImplResult = { rssIdleE: NaN };
+  const want = (phase: Phase): boolean => OPTS.phases.includes(phase);
+  if (want('bulk') || want('rtt') || want('conn')) {
+    const pair = await startPair(impl, keyFile, targetPort, []);
+    try {
+      result.rssIdleE = vmMiB(pair.e.pid, 'VmRSS');
+      if (want('bulk')) {
+        progress(`${impl}: bulk ${OPTS.sizeMiB} MiB`);
+        result.bulk = await withTimeout(bulk(pair, server, bytes), 600_000, `${impl} bulk`);
+        progress(`${impl}: ${result.bulk.mbps.toFixed(1)} MB/s`);
+      }
+      if (want('rtt')) {
+        result.rtt = await roundTrips(pair, server, OPTS.rttCount);
+        progress(`${impl}: round trip p50 ${result.rtt.p50.toFixed(0)} µs`);
+      }
+      if (want('conn')) {
+        result.connPfs = await connectionRate(pair, OPTS.connSeconds);
+        progress(`${impl}: ${result.connPfs.perSecond.toFixed(0)} PFS connections/s`);
+      }
+    } finally {
+      await stopPair(pair);
+    }
+  }
+  if (want('conn')) {
+    const pair = await startPair(impl, keyFile, targetPort, ['-f']);
+    try {
+      result.connFast = await connectionRate(pair, OPTS.connSeconds);
+      progress(`${impl}: ${result.connFast.perSecond.toFixed(0)} -f connections/s`);
+    } finally {
+      await stopPair(pair);
+    }
+  }
+  return result;
+}
+
+// ---- report -----------------------------------------------------------------------------
+
+/** One row of the table: a label, a unit, how to read it from an ImplResult, and whether higher is better. */
+interface Metric {
+  label: string;
+  get: (r: ImplResult) => number | undefined;
+  digits: number;
+}
+
+const METRICS: Metric[] = [
+  { label: 'bulk throughput (MB/s plaintext)', get: (r) => r.bulk?.mbps, digits: 1 },
+  { label: 'bulk CPU E (s)', get: (r) => r.bulk?.cpuE, digits: 2 },
+  { label: 'bulk CPU D (s)', get: (r) => r.bulk?.cpuD, digits: 2 },
+  { label: 'bulk CPU E+D per GB plaintext (s)', get: (r) => r.bulk && ((r.bulk.cpuE + r.bulk.cpuD) / (OPTS.sizeMiB * 1048576)) * 1e9, digits: 2 },
+  { label: 'bulk CPU source+sink (this proc, s)', get: (r) => r.bulk?.cpuLoad, digits: 2 },
+  { label: 'peak RSS E during bulk (MiB)', get: (r) => r.bulk?.hwmE, digits: 1 },
+  { label: 'peak RSS D during bulk (MiB)', get: (r) => r.bulk?.hwmD, digits: 1 },
+  { label: 'idle RSS E (MiB)', get: (r) => r.rssIdleE, digits: 1 },
+  { label: 'connections/s, PFS', get: (r) => r.connPfs?.perSecond, digits: 0 },
+  { label: 'connections/s, -f', get: (r) => r.connFast?.perSecond, digits: 0 },
+  { label: 'CPU ms per conn PFS, E+D', get: (r) => r.connPfs && r.connPfs.cpuE + r.connPfs.cpuD, digits: 2 },
+  { label: 'CPU ms per conn -f, E+D', get: (r) => r.connFast && r.connFast.cpuE + r.connFast.cpuD, digits: 2 },
+  { label: '1-byte RTT p50 (µs)', get: (r) => r.rtt?.p50, digits: 0 },
+  { label: '1-byte RTT p99 (µs)', get: (r) => r.rtt?.p99, digits: 0 },
+];
+
+/** Median of the defined, finite values of `xs`; undefined if there are none. */
+function median(xs: readonly (number | undefined)[]): number | undefined {
+  const s = xs.filter((x): x is number => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+  if (s.length === 0) return undefined;
+  const m = s.length >> 1;
+  return s.length % 2 ? (s[m] ?? NaN) : ((s[m - 1] ?? NaN) + (s[m] ?? NaN)) / 2;
+}
+
+/** Formats `x` with `digits` decimals, '-' for missing. */
+function fmt(x: number | undefined, digits: number): string {
+  return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
+}
+
+/** Prints the table (median over rounds) of ours, C and ours/C. */
+function printTable(results: Record<Impl, ImplResult[]>, backend: string): void {
+  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C']];
+  for (const m of METRICS) {
+    const o = median(results.ours.map(m.get));
+    const c = median(results.c.map(m.get));
+    const ratio = o !== undefined && c !== undefined && c !== 0 ? o / c : undefined;
+    rows.push([m.label, fmt(o, m.digits), fmt(c, m.digits), fmt(ratio, 2)]);
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  const line = (r: string[]): string => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
+  const out = [
+    `spiped tunnel benchmark: client -> E(-e) -> D(-d) -> server on 127.0.0.1, both daemons -F -n 0, same key`,
+    `crypto backend (ours): ${backend}`,
+    `bulk ${OPTS.sizeMiB} MiB one direction; connections ${OPTS.connSeconds} s each; ${OPTS.rttCount} round trips; rounds ${OPTS.rounds} (median)`,
+    `cpus ${cpus().length} x ${cpus()[0]?.model ?? '?'}; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}; node ${process.version}`,
+    '',
+    line(rows[0]!),
+    ...rows.slice(1).map(line),
+  ];
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+// ---- main -------------------------------------------------------------------------------
+
+/** Runs the rounds over the selected implementations and prints the report. */
+async function main(): Promise<void> {
+  const impls: Impl[] = [];
+  if (OPTS.only !== 'c') {
+    if (!existsSync(OPTS.oursCli)) throw new Error(`${OPTS.oursCli} not found: run npm run build:ts`);
+    impls.push('ours');
+  }
+  if (OPTS.only !== 'ours') {
+    if (existsSync(C_SPIPED)) impls.push('c');
+    else progress(`${C_SPIPED} not found: measuring ours only`);
+  }
+  const info = cryptoBackend();
+  const backend = `${info.name} (aesni ${info.aesni}, shani ${info.shani}, vaes ${info.vaes})${info.reason ? `: ${info.reason}` : ''}`;
+  const dir = mkdtempSync(join(tmpdir(), 'spiped-bench-'));
+  const keyFile = join(dir, 'key');
+  writeFileSync(keyFile, randomBytes(32), { mode: 0o600 });
+  const server = new TargetServer();
+  const targetPort = await freePort();
+  await server.listen(targetPort);
+  const results: Record<Impl, ImplResult[]> = { ours: [], c: [] };
+  const started = Date.now();
+  try {
+    for (let round = 0; round < OPTS.rounds; round++) {
+      // Alternate the order per round so neither always runs first.
+      const order = round % 2 === 0 ? impls : [...impls].reverse();
+      for (const impl of order) results[impl].push(await runImpl(impl, keyFile, server, targetPort));
+    }
+  } finally {
+    await server.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  progress(`done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+  if (OPTS.json) {
+    process.stdout.write(JSON.stringify({ backend: info, options: OPTS, loadavg: loadavg(), results }, null, 2) + '\n');
+  } else {
+    printTable(results, backend);
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    process.stderr.write(`tunnel bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  },
+);

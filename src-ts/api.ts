@@ -1,0 +1,171 @@
+// Owns the library entry points: connect() (spipe in-process), createServer()
+// (spiped -d with the target in-process) and createTunnel() (a whole daemon).
+// The CLIs are thin layers over these.
+
+import { createServer as netCreateServer, type Server, type Socket } from 'node:net';
+import { parseAddress, resolveAddress, type Endpoint } from './address.js';
+import { connectToTarget, runHandshake, tuneSocket } from './connection.js';
+import { Dispatcher } from './dispatcher.js';
+import { SpipedError, asSpipedError } from './errors.js';
+import { loadKey, type KeySource } from './keyfile.js';
+import { SecureStream } from './secure-stream.js';
+
+/** A running daemon (createTunnel); close() drains it like SIGTERM. */
+export type Tunnel = Dispatcher;
+
+/** The defaults of the reference tools. */
+export const DEFAULTS = {
+  timeout: 5, // -o, seconds
+  maxConnections: 100, // -n
+  resolveEvery: 60, // -r, seconds
+} as const;
+
+/** Options shared by every entry point. */
+export interface SessionOptions {
+  key: KeySource; // a key file's path, or the key file's bytes (hashed like a file)
+  fast?: boolean; // -f: no forward secrecy
+  requirePfs?: boolean; // -g: refuse peers using -f
+  timeout?: number; // -o: seconds for connecting and for the handshake (default 5)
+}
+
+/** Options of connect(). */
+export interface ConnectOptions extends SessionOptions {
+  target: string; // spiped address of the `spiped -d`
+  bind?: string; // -b: local address (port optional)
+  keepAlive?: boolean; // SO_KEEPALIVE (default true; -j turns it off)
+}
+
+/** Options of createTunnel(). */
+export interface TunnelOptions extends SessionOptions {
+  mode: 'encrypt' | 'decrypt'; // -e or -d
+  source: string; // -s
+  target: string; // -t
+  maxConnections?: number; // -n (default 100, 0 = unlimited)
+  keepAlive?: boolean; // default true (-j turns it off)
+  resolveEvery?: number | null; // -r seconds (default 60); null or 0 = never (-R)
+  bind?: string; // -b
+  waitForDns?: boolean; // -D: retry failed lookups every second until they succeed
+}
+
+/** Checks the option combinations every entry point shares; throws TypeError. */
+function checkSessionOptions(options: SessionOptions): void {
+  if (options.fast === true && options.requirePfs === true) {
+    throw new TypeError('fast (-f) and requirePfs (-g) cannot be combined');
+  }
+  const timeout = options.timeout ?? DEFAULTS.timeout;
+  if (!(timeout > 0) || !Number.isFinite(timeout)) throw new TypeError(`timeout must be a positive number of seconds`);
+}
+
+/** Resolves a -b address to one endpoint (port optional). */
+async function resolveBind(bind: string | undefined): Promise<Endpoint | null> {
+  if (bind === undefined) return null;
+  const [first] = await resolveAddress(parseAddress(bind, true));
+  return first ?? null;
+}
+
+/** Resolves `text`, retrying every second while `waitForDns` (for -D). */
+async function resolveTargetAddress(text: string, waitForDns: boolean): Promise<Endpoint[]> {
+  const address = parseAddress(text);
+  for (;;) {
+    try {
+      return await resolveAddress(address);
+    } catch (err) {
+      if (!waitForDns || !(err instanceof SpipedError) || err.code !== 'ERESOLVE') throw err;
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+    }
+  }
+}
+
+/** spipe in-process: connects and handshakes as client; resolves to a plaintext Duplex, rejects with a SpipedError. */
+export async function connect(options: ConnectOptions): Promise<SecureStream> {
+  checkSessionOptions(options);
+  const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
+  const endpoints = await resolveAddress(parseAddress(options.target)); // resolved before the key is read, as the reference does
+  const key = await loadKey(options.key);
+  const socket = await connectToTarget(endpoints, {
+    timeoutMs,
+    keepAlive: options.keepAlive ?? true,
+    bind: await resolveBind(options.bind),
+  });
+  try {
+    const session = await runHandshake(socket, 'client', {
+      key,
+      fast: options.fast ?? false,
+      requirePfs: options.requirePfs ?? false,
+      timeoutMs,
+    });
+    return new SecureStream(socket, session);
+  } catch (err) {
+    socket.destroy();
+    throw err;
+  } finally {
+    key.fill(0);
+  }
+}
+
+/** spiped -d with the target in-process: a net.Server whose authenticated peers reach `onConnection` as plaintext Duplexes. */
+export function createServer(options: SessionOptions, onConnection: (plain: SecureStream) => void): Server {
+  checkSessionOptions(options);
+  const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
+  const keyReady = loadKey(options.key);
+  const server = netCreateServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket: Socket) => {
+    socket.on('error', () => {}); // failures surface through the handshake or the SecureStream
+    tuneSocket(socket, true);
+    keyReady
+      .then((key) =>
+        runHandshake(socket, 'server', {
+          key,
+          fast: options.fast ?? false,
+          requirePfs: options.requirePfs ?? false,
+          timeoutMs,
+        }),
+      )
+      .then(
+        (session) => onConnection(new SecureStream(socket, session)),
+        (err: unknown) => {
+          socket.destroy();
+          server.emit('connectionError', asSpipedError(err, 'EHANDSHAKE', 'Handshake failed'));
+        },
+      );
+  });
+  keyReady.catch((err: unknown) => server.emit('error', err));
+  server.on('close', () => void keyReady.then((key) => key.fill(0), () => {}));
+  return server;
+}
+
+/** A whole spiped daemon in-process; resolves once listening. */
+export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
+  checkSessionOptions(options);
+  if (options.mode !== 'encrypt' && options.mode !== 'decrypt') {
+    throw new TypeError(`mode must be 'encrypt' or 'decrypt'`);
+  }
+  const maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
+  if (!Number.isInteger(maxConnections) || maxConnections < 0) {
+    throw new TypeError('maxConnections must be a non-negative integer');
+  }
+  const waitForDns = options.waitForDns ?? false;
+  const target = parseAddress(options.target);
+  const [source] = await resolveTargetAddress(options.source, waitForDns);
+  const targets = await resolveTargetAddress(options.target, waitForDns);
+  const key = await loadKey(options.key); // after resolving, as the reference does (its messages come in that order)
+  const resolveEvery = options.resolveEvery === undefined ? DEFAULTS.resolveEvery : options.resolveEvery;
+  try {
+    return await Dispatcher.listen({
+      mode: options.mode,
+      key,
+      fast: options.fast ?? false,
+      requirePfs: options.requirePfs ?? false,
+      timeoutMs: (options.timeout ?? DEFAULTS.timeout) * 1000,
+      keepAlive: options.keepAlive ?? true,
+      bind: await resolveBind(options.bind),
+      source: source!,
+      target,
+      targets,
+      resolveEverySeconds: resolveEvery === null || resolveEvery === 0 ? null : resolveEvery,
+      maxConnections,
+    });
+  } catch (err) {
+    key.fill(0);
+    throw asSpipedError(err, 'EADDRESS', 'Could not start the tunnel');
+  }
+}

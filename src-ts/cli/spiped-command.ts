@@ -1,0 +1,207 @@
+// Owns the spiped command: parsing its flags exactly as the reference does
+// (same checks, messages and exit codes), then running the daemon on
+// createTunnel(): detaching (daemon.ts), pidfile, -u, warnings to stderr or
+// syslog, and the SIGTERM drain.
+
+import { unlinkSync } from 'node:fs';
+import { DEFAULTS, createTunnel, type Tunnel } from '../api.js';
+import { readKeyFile } from '../keyfile.js';
+import { detach, notifyParentReady, switchIdentity, syslogWarning, takeDaemonChildMarker, writePidfile } from './daemon.js';
+import { MAX_TIMER_SECONDS, argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
+import { addressProblem, errorText, startupFailureLines, warn } from './messages.js';
+import { REFERENCE_VERSION, SPIPED_USAGE } from './usage.js';
+
+const PROGRAM = 'spiped';
+
+/** Everything a spiped command line asks for. */
+export interface SpipedConfig {
+  mode: 'encrypt' | 'decrypt'; // -e / -d
+  source: string; // -s
+  target: string; // -t
+  key: string; // -k (path or "-")
+  bind: string | undefined; // -b
+  waitForDns: boolean; // -D
+  foreground: boolean; // -F
+  keepAlive: boolean; // false with -j
+  fast: boolean; // -f
+  requirePfs: boolean; // -g
+  maxConnections: number; // -n (0 = unlimited)
+  timeout: number; // -o, seconds
+  pidfile: string; // -p, default "<source>.pid"
+  resolveEvery: number | null; // -r seconds; null for -R
+  syslog: boolean; // --syslog
+  user: string | undefined; // -u
+}
+
+const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v']);
+
+/** Reads a spiped command line (without the program name) exactly as the reference does. */
+export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedConfig> {
+  const usage = (before = ''): ParseOutcome<SpipedConfig> => ({ ok: false, exitCode: 1, stderr: before + SPIPED_USAGE });
+  const values = new Map<string, string>();
+  let n: bigint | undefined;
+  let o: number | undefined;
+  let r: number | undefined;
+  const { events, operands } = getopt(argv, SPIPED_OPTIONS);
+  for (const event of events) {
+    if (event.kind === 'illegal') return usage(`${PROGRAM}: illegal option -- ${event.name}\n`);
+    if (event.kind === 'missing') return usage(`${PROGRAM}: Missing argument to ${event.name}\n`);
+    const { name, value } = event;
+    if (name === '-v') return { ok: false, exitCode: 0, stderr: `${PROGRAM} ${REFERENCE_VERSION}\n` };
+    if (values.has(name) || ((name === '-d' || name === '-e') && (values.has('-d') || values.has('-e')))) return usage();
+    values.set(name, value);
+    if (name === '-n') {
+      const parsed = parseUnsigned(value);
+      if (!parsed.ok) return argumentError(PROGRAM, name, value, parsed.errno);
+      n = parsed.value;
+    } else if (name === '-o' || name === '-r') {
+      const parsed = parseNonNegativeDouble(value);
+      if (!parsed.ok) return argumentError(PROGRAM, name, value, parsed.errno);
+      if (name === '-o') o = parsed.value;
+      else r = parsed.value;
+    }
+  }
+  if (operands.length !== 0) return usage();
+  // Defaults as the reference sets them: 0 (or -0) means "the default".
+  const timeout = o === undefined || o === 0 ? DEFAULTS.timeout : o;
+  const rtime = r === undefined || r === 0 ? DEFAULTS.resolveEvery : r;
+  const source = values.get('-s');
+  const target = values.get('-t');
+  const key = values.get('-k');
+  if (!values.has('-d') && !values.has('-e')) return usage();
+  if (values.has('-f') && values.has('-g')) return usage();
+  if (key === undefined) return usage();
+  if (!(timeout > 0)) return usage();
+  if (rtime !== DEFAULTS.resolveEvery && values.has('-R')) return usage();
+  if (source === undefined || target === undefined) return usage();
+  return {
+    ok: true,
+    config: {
+      mode: values.has('-e') ? 'encrypt' : 'decrypt',
+      source,
+      target,
+      key,
+      bind: values.get('-b'),
+      waitForDns: values.has('-D'),
+      foreground: values.has('-F'),
+      keepAlive: !values.has('-j'),
+      fast: values.has('-f'),
+      requirePfs: values.has('-g'),
+      maxConnections: n === undefined ? DEFAULTS.maxConnections : n === 0n || n > BigInt(Number.MAX_SAFE_INTEGER) ? 0 : Number(n),
+      timeout: Math.min(timeout, MAX_TIMER_SECONDS),
+      pidfile: values.get('-p') ?? `${source}.pid`,
+      resolveEvery: values.has('-R') || !(rtime < MAX_TIMER_SECONDS) ? null : rtime,
+      syslog: values.has('--syslog'),
+      user: values.get('-u'),
+    },
+  };
+}
+
+/** Runs spiped with `argv` (without the program name); resolves to the exit code once it is over. */
+export async function runSpiped(argv: readonly string[]): Promise<number> {
+  const parsed = parseSpipedArgs(argv);
+  if (!parsed.ok) {
+    process.stderr.write(parsed.stderr);
+    return parsed.exitCode;
+  }
+  const config = parsed.config;
+  const malformed =
+    (config.bind === undefined ? null : addressProblem(config.bind, true)) ?? addressProblem(config.source) ?? addressProblem(config.target);
+  if (malformed !== null) {
+    warn(PROGRAM, malformed);
+    return 1;
+  }
+  const isDaemonChild = takeDaemonChildMarker();
+  if (config.foreground || isDaemonChild) return serve(config, isDaemonChild);
+  let keyBytes: Buffer | null = null;
+  if (config.key === '-') {
+    try {
+      keyBytes = await readKeyFile('-');
+    } catch (err) {
+      warn(PROGRAM, startupFailureLines(err, config.key, []));
+      return 1;
+    }
+  }
+  return detach(PROGRAM, keyBytes);
+}
+
+/** The daemon itself (in the foreground, or as the detached child); resolves to the exit code. */
+async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
+  let toSyslog = false;
+  const report = (lines: readonly string[]): void => {
+    if (toSyslog) for (const line of lines) syslogWarning(PROGRAM, line);
+    else warn(PROGRAM, lines);
+  };
+  const daemonize = (): void => {
+    writePidfile(config.pidfile);
+  };
+  const released = (): void => {
+    notifyParentReady();
+    toSyslog = config.syslog;
+  };
+  if (detached && config.waitForDns) {
+    // -D: the reference daemonizes before resolving, then waits for DNS in the background.
+    try {
+      daemonize();
+    } catch (err) {
+      report([errorText(err)]);
+      return 1;
+    }
+    released();
+  }
+  let tunnel: Tunnel;
+  try {
+    tunnel = await createTunnel({
+      mode: config.mode,
+      source: config.source,
+      target: config.target,
+      key: config.key,
+      bind: config.bind,
+      fast: config.fast,
+      requirePfs: config.requirePfs,
+      timeout: config.timeout,
+      maxConnections: config.maxConnections,
+      keepAlive: config.keepAlive,
+      resolveEvery: config.resolveEvery,
+      waitForDns: config.waitForDns,
+    });
+  } catch (err) {
+    report(startupFailureLines(err, config.key, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
+    return 1;
+  }
+  tunnel.on('warning', (message) => report([message]));
+  tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
+  try {
+    if (detached && !config.waitForDns) daemonize();
+    if (config.user !== undefined) report(switchIdentity(config.user));
+  } catch (err) {
+    report(errorText(err).split('\n'));
+    if (detached) removePidfile(config.pidfile);
+    return 1;
+  }
+  if (detached && !config.waitForDns) released();
+  return drainOnSignal(tunnel, !detached);
+}
+
+/** Best-effort removal of a pidfile this run wrote before failing. */
+function removePidfile(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // already gone or not ours to remove any more (after -u)
+  }
+}
+
+/** Resolves to 0 once SIGTERM (and, in the foreground, SIGINT) has drained the tunnel; a second signal ends at once. */
+function drainOnSignal(tunnel: Tunnel, alsoSigint: boolean): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    const stop = (): void => {
+      if (stopping) resolve(0);
+      stopping = true;
+      void tunnel.close().then(() => resolve(0));
+    };
+    process.on('SIGTERM', stop);
+    if (alsoSigint) process.on('SIGINT', stop);
+  });
+}

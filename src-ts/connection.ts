@@ -1,0 +1,142 @@
+// Owns one connection's life cycle, as the reference daemon runs it:
+//   -e: accept plaintext, connect to the target, handshake as client, pipe;
+//   -d: accept ciphertext, handshake as server while connecting to the target, pipe.
+// Both sockets get TCP_NODELAY and SO_KEEPALIVE (unless disabled); a timeout
+// covers connecting and the handshake; any failure closes both sockets.
+
+import { connect as netConnect, type Socket } from 'node:net';
+import { formatEndpoint, type Endpoint } from './address.js';
+import { SpipedError, asSpipedError } from './errors.js';
+import { handshake, type Role, type Session } from './handshake.js';
+import { pipePackets } from './pipe.js';
+
+/** How the daemon treats each connection. */
+export interface ConnectionOptions {
+  mode: 'encrypt' | 'decrypt'; // -e or -d
+  key: Buffer; // K = SHA256(key file)
+  fast: boolean; // -f
+  requirePfs: boolean; // -g
+  timeoutMs: number; // -o, for connecting and for the handshake
+  keepAlive: boolean; // false with -j
+  bind: Endpoint | null; // -b: local address for outgoing connections
+  targets: () => readonly Endpoint[]; // the target's current addresses (re-resolved by the dispatcher)
+}
+
+/** What connecting out needs: where from, how long, and the socket options. */
+export interface DialOptions {
+  timeoutMs: number;
+  keepAlive: boolean;
+  bind: Endpoint | null;
+}
+
+/** Sets TCP_NODELAY, and SO_KEEPALIVE when `keepAlive` (both no-ops on Unix sockets). */
+export function tuneSocket(socket: Socket, keepAlive: boolean): void {
+  socket.setNoDelay(true);
+  if (keepAlive) socket.setKeepAlive(true);
+}
+
+/** Connects to one endpoint; resolves once connected; the caller owns the timeout. */
+function dialEndpoint(endpoint: Endpoint, bind: Endpoint | null, onSocket: (socket: Socket) => void): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket =
+      endpoint.kind === 'unix'
+        ? netConnect({ path: endpoint.path, allowHalfOpen: true })
+        : netConnect({
+            host: endpoint.address,
+            port: endpoint.port,
+            family: endpoint.family,
+            allowHalfOpen: true,
+            ...(bind?.kind === 'inet' ? { localAddress: bind.address, localPort: bind.port || undefined } : {}),
+          });
+    onSocket(socket);
+    const onError = (err: Error): void => {
+      socket.destroy();
+      reject(err);
+    };
+    socket.once('error', onError);
+    socket.once('connect', () => {
+      socket.off('error', onError);
+      resolve(socket);
+    });
+  });
+}
+
+/** Connects to the first endpoint that accepts, within `timeoutMs`; throws ECONNECT or ETIMEOUT. */
+export async function connectToTarget(endpoints: readonly Endpoint[], options: DialOptions): Promise<Socket> {
+  if (endpoints.length === 0) throw new SpipedError('ECONNECT', 'No target address to connect to');
+  let current: Socket | null = null;
+  let timedOut = false;
+  const timer =
+    options.timeoutMs > 0
+      ? setTimeout(() => {
+          timedOut = true;
+          current?.destroy(new SpipedError('ETIMEOUT', 'Connection timed out'));
+        }, options.timeoutMs)
+      : null;
+  let lastError: unknown = null;
+  try {
+    for (const endpoint of endpoints) {
+      if (timedOut) break;
+      try {
+        const socket = await dialEndpoint(endpoint, options.bind, (socket) => (current = socket));
+        socket.on('error', ignoreLateError);
+        tuneSocket(socket, options.keepAlive);
+        return socket;
+      } catch (err) {
+        lastError = err;
+      }
+    }
+  } finally {
+    if (timer !== null) clearTimeout(timer);
+  }
+  if (timedOut) {
+    throw new SpipedError('ETIMEOUT', `Timed out connecting to ${endpoints.map(formatEndpoint).join(', ')}`);
+  }
+  throw asSpipedError(lastError, 'ECONNECT', `Could not connect to ${endpoints.map(formatEndpoint).join(', ')}`);
+}
+
+/** Keeps an 'error' listener on every socket at all times; the life cycle reacts through 'close'. */
+function ignoreLateError(): void {}
+
+/** Runs the handshake as `role` on `socket`, mapping any failure to a SpipedError. */
+export async function runHandshake(
+  socket: Socket,
+  role: Role,
+  options: Pick<ConnectionOptions, 'key' | 'fast' | 'requirePfs' | 'timeoutMs'>,
+): Promise<Session> {
+  try {
+    return await handshake(socket, {
+      role,
+      key: options.key,
+      fast: options.fast,
+      requirePfs: options.requirePfs,
+      timeoutMs: options.timeoutMs,
+    });
+  } catch (err) {
+    throw asSpipedError(err, 'EHANDSHAKE', 'Handshake failed');
+  }
+}
+
+/** Carries `accepted` through its whole life; resolves when both sockets closed cleanly, rejects with what ended it. */
+export async function runConnection(accepted: Socket, options: ConnectionOptions): Promise<void> {
+  accepted.on('error', ignoreLateError);
+  tuneSocket(accepted, options.keepAlive);
+  const dial: DialOptions = { timeoutMs: options.timeoutMs, keepAlive: options.keepAlive, bind: options.bind };
+  // -d connects while it handshakes; a target that connects after a failure is closed at once.
+  const connecting = connectToTarget(options.targets(), dial);
+  connecting.catch(ignoreLateError);
+  try {
+    if (options.mode === 'encrypt') {
+      const target = await connecting;
+      const session = await runHandshake(target, 'client', options);
+      await pipePackets(accepted, target, session);
+    } else {
+      const [session, target] = await Promise.all([runHandshake(accepted, 'server', options), connecting]);
+      await pipePackets(target, accepted, session);
+    }
+  } catch (err) {
+    accepted.destroy();
+    connecting.then((target) => target.destroy(), ignoreLateError);
+    throw err;
+  }
+}

@@ -1,0 +1,194 @@
+// Owns the public packet API of spiped-native: PacketSealer / PacketOpener (argument
+// validation, counter-exhaustion and fail-for-ever rules, identical for every backend)
+// and cryptoBackend(). The per-packet crypto is delegated to the live backend chosen
+// by native.ts (Rust addon, or node:crypto).
+import {
+  BadPacketError,
+  KEY_LEN,
+  MAX_COUNTER,
+  MAX_PAYLOAD,
+  PACKET_LEN,
+  type CryptoBackendInfo,
+  type OpenerCore,
+  type PacketBackend,
+  type SealerCore,
+} from './core.js';
+import { liveBackend } from './native.js';
+
+export { PACKET_LEN, MAX_PAYLOAD, MAX_COUNTER, MAX_PACKET_NUMBER, BadPacketError } from './core.js';
+export type { BadPacketReason, CryptoBackendInfo, CpuFeatures, PacketBackend, SealerCore, OpenerCore } from './core.js';
+
+/** Extra constructor options, mainly for tests and benchmarks. */
+export interface PacketCodecOptions {
+  /** Use this backend instead of the live one (e.g. nodeCryptoBackend from 'spiped-native/crypto/node-backend'). */
+  backend?: PacketBackend;
+}
+
+function checkBytes(v: unknown, what: string): asserts v is Uint8Array {
+  if (!(v instanceof Uint8Array)) throw new TypeError(`${what} must be a Uint8Array or Buffer`);
+}
+
+function checkKey(v: unknown, what: string): asserts v is Uint8Array {
+  checkBytes(v, what);
+  if (v.length !== KEY_LEN) throw new TypeError(`${what} must be ${KEY_LEN} bytes, got ${v.length}`);
+}
+
+function checkCounter(v: unknown): bigint {
+  if (v === undefined) return 0n;
+  if (typeof v !== 'bigint') throw new TypeError('firstPacket must be a bigint');
+  if (v < 0n || v > MAX_COUNTER) throw new RangeError('firstPacket must be in 0 .. 2^64-1');
+  return v;
+}
+
+function checkOffset(out: Uint8Array, v: unknown): number {
+  if (v === undefined) return 0;
+  if (typeof v !== 'number') throw new TypeError('outOffset must be a number');
+  if (!Number.isInteger(v) || v < 0 || v > out.length) {
+    throw new RangeError(`outOffset must be an integer in 0 .. ${out.length}, got ${v}`);
+  }
+  return v;
+}
+
+function checkRoom(next: bigint, packets: number): void {
+  if (packets > 0 && next + BigInt(packets) > MAX_COUNTER) {
+    throw new RangeError(`packet counter exhausted: ${packets} packet(s) from #${next} would pass 2^64-2`);
+  }
+}
+
+function pickBackend(options: PacketCodecOptions | undefined): PacketBackend {
+  return options?.backend ?? liveBackend().backend;
+}
+
+/** Encrypts and authenticates one direction of a spiped connection, packet by packet. */
+export class PacketSealer {
+  readonly #core: SealerCore;
+  /** Mirror of the core's counter (saves a native call per seal for the room check). */
+  #next: bigint;
+
+  /** 32-byte AES-256 and HMAC-SHA256 keys; firstPacket (default 0n) is the first packet number. */
+  constructor(encKey: Uint8Array, macKey: Uint8Array, firstPacket?: bigint, options?: PacketCodecOptions) {
+    checkKey(encKey, 'encKey');
+    checkKey(macKey, 'macKey');
+    const first = checkCounter(firstPacket);
+    this.#core = pickBackend(options).createSealer(Uint8Array.from(encKey), Uint8Array.from(macKey), first);
+    this.#next = first;
+  }
+
+  /** Packet number the next sealed packet will carry. */
+  get nextPacket(): bigint {
+    return this.#core.nextPacket;
+  }
+
+  /** Seals data into ceil(len/1024) packets of 1060 bytes (empty in, empty out); RangeError if the counter would pass 2^64-2. */
+  seal(data: Uint8Array): Buffer {
+    checkBytes(data, 'data');
+    if (data.length === 0) return Buffer.alloc(0);
+    const packets = Math.ceil(data.length / MAX_PAYLOAD);
+    checkRoom(this.#next, packets);
+    const out = this.#core.seal(data);
+    this.#next += BigInt(packets);
+    return out;
+  }
+
+  /** Seals data into out at outOffset (needs ceil(len/1024)*1060 bytes of room) and returns the bytes written. */
+  sealInto(data: Uint8Array, out: Uint8Array, outOffset?: number): number {
+    checkBytes(data, 'data');
+    checkBytes(out, 'out');
+    const off = checkOffset(out, outOffset);
+    const packets = Math.ceil(data.length / MAX_PAYLOAD);
+    const need = packets * PACKET_LEN;
+    if (out.length - off < need) throw new RangeError(`out too small: need ${need} bytes at offset ${off}, have ${out.length - off}`);
+    if (packets === 0) return 0;
+    checkRoom(this.#next, packets);
+    const n = this.#core.sealInto(data, out, off);
+    this.#next += BigInt(packets);
+    return n;
+  }
+}
+
+/** Verifies and decrypts one direction of a spiped connection; after any bad input it refuses everything. */
+export class PacketOpener {
+  readonly #core: OpenerCore;
+  /** Mirror of the core's counter (saves a native call per open for the room check). */
+  #next: bigint;
+  #failed = false;
+
+  /** 32-byte AES-256 and HMAC-SHA256 keys; firstPacket (default 0n) is the packet number expected first. */
+  constructor(encKey: Uint8Array, macKey: Uint8Array, firstPacket?: bigint, options?: PacketCodecOptions) {
+    checkKey(encKey, 'encKey');
+    checkKey(macKey, 'macKey');
+    const first = checkCounter(firstPacket);
+    this.#core = pickBackend(options).createOpener(Uint8Array.from(encKey), Uint8Array.from(macKey), first);
+    this.#next = first;
+  }
+
+  /** Packet number the next packet must carry. */
+  get nextPacket(): bigint {
+    return this.#core.nextPacket;
+  }
+
+  /** True once a bad packet was seen; every later open throws. */
+  get failed(): boolean {
+    return this.#failed;
+  }
+
+  /** Opens a multiple of 1060 bytes and returns the payloads; BadPacketError (code EBADPACKET) on a bad MAC, length or size, and for ever after. */
+  open(packets: Uint8Array): Buffer {
+    checkBytes(packets, 'packets');
+    const count = this.#precheck(packets);
+    if (count === 0) return Buffer.alloc(0);
+    let out: Buffer;
+    try {
+      out = this.#core.open(packets);
+    } catch (e) {
+      return this.#fail(e);
+    }
+    this.#next += BigInt(count);
+    return out;
+  }
+
+  /** Like open() but writes into out at outOffset (needs (len/1060)*1024 bytes of room); returns the bytes written. On error out may hold earlier packets' payloads. */
+  openInto(packets: Uint8Array, out: Uint8Array, outOffset?: number): number {
+    checkBytes(packets, 'packets');
+    checkBytes(out, 'out');
+    const off = checkOffset(out, outOffset);
+    if (this.#failed) throw new BadPacketError('poisoned');
+    const need = Math.floor(packets.length / PACKET_LEN) * MAX_PAYLOAD;
+    if (out.length - off < need) throw new RangeError(`out too small: need ${need} bytes at offset ${off}, have ${out.length - off}`);
+    const count = this.#precheck(packets);
+    if (count === 0) return 0;
+    let n: number;
+    try {
+      n = this.#core.openInto(packets, out, off);
+    } catch (e) {
+      return this.#fail(e);
+    }
+    this.#next += BigInt(count);
+    return n;
+  }
+
+  /** Checks poisoning, whole-packet size and counter room; returns the packet count. */
+  #precheck(packets: Uint8Array): number {
+    if (this.#failed) throw new BadPacketError('poisoned');
+    if (packets.length % PACKET_LEN !== 0) {
+      this.#failed = true;
+      throw new BadPacketError('size', `${packets.length} bytes`);
+    }
+    const count = packets.length / PACKET_LEN;
+    checkRoom(this.#next, count);
+    return count;
+  }
+
+  #fail(e: unknown): never {
+    if (e instanceof BadPacketError || (e as NodeJS.ErrnoException | null)?.code === 'EBADPACKET') {
+      this.#failed = true;
+      if (!(e instanceof BadPacketError)) throw new BadPacketError('packet', undefined, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/** Which backend PacketSealer/PacketOpener use by default, its CPU features and why it was chosen. */
+export function cryptoBackend(): CryptoBackendInfo {
+  return { ...liveBackend().info };
+}

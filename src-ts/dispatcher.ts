@@ -1,0 +1,151 @@
+// Owns the listening side of the daemon: accepting connections on the source
+// address, the -n connection limit (queueing what arrives at the limit, as the
+// kernel backlog does for the reference), periodic re-resolution of the target
+// (-r/-R), and the SIGTERM-style drain performed by close().
+
+import { EventEmitter } from 'node:events';
+import { createServer, type Server, type Socket } from 'node:net';
+import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
+import { runConnection, type ConnectionOptions } from './connection.js';
+import { SpipedError, asSpipedError } from './errors.js';
+
+/** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
+export const MAX_QUEUED_CONNECTIONS = 128;
+
+/** Everything the dispatcher needs, besides the per-connection options. */
+export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets'> {
+  source: Endpoint; // where to listen (resolved once at start)
+  target: SocketAddress; // where to connect, re-resolved every resolveEverySeconds
+  targets: readonly Endpoint[]; // the target's addresses, resolved at start
+  resolveEverySeconds: number | null; // -r; null for -R (never)
+  maxConnections: number; // -n; 0 = unlimited
+}
+
+/** Events a Dispatcher emits. */
+export interface DispatcherEvents {
+  warning: [message: string]; // something the daemon would print (limit reached, failed re-resolution)
+  connectionError: [error: SpipedError]; // one connection failed; the daemon goes on
+}
+
+/** A listening spiped daemon. */
+export class Dispatcher extends EventEmitter<DispatcherEvents> {
+  private readonly options: DispatcherOptions;
+  private readonly server: Server;
+  private readonly queued: Socket[] = [];
+  private targets: readonly Endpoint[];
+  private active = 0;
+  private closing = false;
+  private resolveTimer: NodeJS.Timeout | null = null;
+  private readonly drained: Promise<void>;
+  private onDrained: () => void = () => {};
+
+  private constructor(options: DispatcherOptions) {
+    super();
+    this.options = options;
+    this.targets = options.targets;
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
+    this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => void options.key.fill(0));
+  }
+
+  /** Starts listening on `options.source`; resolves once bound, rejects if the source cannot be bound. */
+  static async listen(options: DispatcherOptions): Promise<Dispatcher> {
+    const dispatcher = new Dispatcher(options);
+    await dispatcher.bind();
+    dispatcher.scheduleResolution();
+    return dispatcher;
+  }
+
+  /** The number of connections being served (not counting queued ones). */
+  get connectionCount(): number {
+    return this.active;
+  }
+
+  /** The address actually bound (useful with port 0). */
+  address(): Endpoint {
+    const bound = this.server.address();
+    if (bound === null || typeof bound === 'string') return this.options.source;
+    return { kind: 'inet', address: bound.address, family: bound.family === 'IPv6' ? 6 : 4, port: bound.port };
+  }
+
+  /** The target addresses currently in use. */
+  currentTargets(): readonly Endpoint[] {
+    return this.targets;
+  }
+
+  /** Stops accepting, drops queued connections, and resolves once the last live connection has ended. */
+  close(): Promise<void> {
+    if (!this.closing) {
+      this.closing = true;
+      if (this.resolveTimer !== null) clearInterval(this.resolveTimer);
+      this.server.close();
+      for (const socket of this.queued.splice(0)) socket.destroy();
+      if (this.active === 0) this.onDrained();
+    }
+    return this.drained;
+  }
+
+  private bind(): Promise<void> {
+    const source = this.options.source;
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void =>
+        reject(asSpipedError(err, 'EADDRESS', `Error binding socket ${formatEndpoint(source)}`));
+      this.server.once('error', onError);
+      const ready = (): void => {
+        this.server.off('error', onError);
+        this.server.on('error', (err) => this.emit('warning', `Error accepting connections: ${err.message}`));
+        resolve();
+      };
+      if (source.kind === 'unix') this.server.listen({ path: source.path }, ready);
+      else this.server.listen({ host: source.address, port: source.port, ipv6Only: source.family === 6 }, ready);
+    });
+  }
+
+  private scheduleResolution(): void {
+    const every = this.options.resolveEverySeconds;
+    if (every === null || every <= 0) return;
+    this.resolveTimer = setInterval(() => void this.resolveTarget(), every * 1000);
+    this.resolveTimer.unref();
+  }
+
+  private async resolveTarget(): Promise<void> {
+    try {
+      this.targets = await resolveAddress(this.options.target);
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      this.emit('warning', `Re-resolving ${formatAddress(this.options.target)} failed, keeping the old addresses: ${why}`);
+    }
+  }
+
+  private accept(socket: Socket): void {
+    socket.on('error', () => {}); // a queued socket may be reset before it is served
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const limit = this.options.maxConnections;
+    if (limit > 0 && this.active >= limit) {
+      if (this.queued.length < MAX_QUEUED_CONNECTIONS) this.queued.push(socket);
+      else socket.destroy();
+      return;
+    }
+    this.serve(socket);
+  }
+
+  private serve(socket: Socket): void {
+    this.active += 1;
+    const limit = this.options.maxConnections;
+    if (limit > 0 && this.active === limit) this.emit('warning', `Maximum number of connections (${limit}) reached`);
+    runConnection(socket, { ...this.options, targets: () => this.targets })
+      .catch((err: unknown) => this.emit('connectionError', asSpipedError(err, 'ECLOSED', 'Connection failed')))
+      .finally(() => this.release());
+  }
+
+  private release(): void {
+    this.active -= 1;
+    while (!this.closing && this.queued.length > 0 && (this.options.maxConnections === 0 || this.active < this.options.maxConnections)) {
+      const next = this.queued.shift()!;
+      if (!next.destroyed) this.serve(next);
+    }
+    if (this.closing && this.active === 0) this.onDrained();
+  }
+}

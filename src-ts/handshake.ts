@@ -1,0 +1,249 @@
+// Owns the spiped handshake (PROTOCOL.md "Handshake"): nonces, dk_1, the
+// authenticated Diffie-Hellman values in group 14, dk_2 and the four packet
+// keys, in both roles. The pure steps are exported for tests and library users;
+// `handshake()` runs them over a socket.
+
+import {
+  createDiffieHellman,
+  createHmac,
+  getDiffieHellman,
+  pbkdf2Sync,
+  randomBytes,
+  timingSafeEqual,
+} from 'node:crypto';
+import type { Socket } from 'node:net';
+import { PacketOpener, PacketSealer } from './crypto/index.js';
+import { SpipedError } from './errors.js';
+
+/** Bytes in a nonce, a DH value, an HMAC, and a whole `y || HMAC(y)` message. */
+export const NONCE_LEN = 32;
+export const DH_LEN = 256;
+export const MAC_LEN = 32;
+export const DH_MESSAGE_LEN = DH_LEN + MAC_LEN;
+
+/** The RFC 3526 group 14 prime, as a 256-byte big-endian Buffer. */
+export const MODP14_PRIME: Buffer = getDiffieHellman('modp14').getPrime();
+const PRIME_MINUS_ONE: Buffer = (() => {
+  const value = Buffer.from(MODP14_PRIME);
+  value[DH_LEN - 1]! -= 1; // p is odd, so no borrow
+  return value;
+})();
+
+/** The DH value 1, as sent in fast mode (-f). */
+export const DH_ONE: Buffer = (() => {
+  const one = Buffer.alloc(DH_LEN);
+  one[DH_LEN - 1] = 1;
+  return one;
+})();
+
+/** Which side of the handshake this is: the client connects out with encrypted traffic. */
+export type Role = 'client' | 'server';
+
+/** What a side of the handshake needs to know. */
+export interface HandshakeOptions {
+  role: Role;
+  key: Buffer; // K = SHA256(key file)
+  fast: boolean; // -f: send y = 1, no forward secrecy
+  requirePfs: boolean; // -g: refuse a peer's y = 1
+  timeoutMs: number; // the whole handshake must finish within this (0 = no limit)
+}
+
+/** The four packet keys of a session, split from dk_2. */
+export interface SessionKeys {
+  encC: Buffer;
+  macC: Buffer;
+  encS: Buffer;
+  macS: Buffer;
+}
+
+/** A finished handshake: this side's packet coders (bytes past the handshake stay queued in the socket). */
+export interface Session {
+  sealer: PacketSealer;
+  opener: PacketOpener;
+}
+
+/** A side's own Diffie-Hellman contribution: the value it sends and its secret exponent (none in fast mode). */
+export interface DhContribution {
+  y: Buffer;
+  exponent: Buffer | null;
+}
+
+/** dk_1 = PBKDF2-SHA256(K, nonce_C || nonce_S, 1, 64), split into dhmac_C and dhmac_S. */
+export function deriveDhmacKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer): { dhmacC: Buffer; dhmacS: Buffer } {
+  const dk1 = pbkdf2Sync(key, Buffer.concat([nonceC, nonceS]), 1, 64, 'sha256');
+  return { dhmacC: dk1.subarray(0, 32), dhmacS: dk1.subarray(32, 64) };
+}
+
+/** Picks x = 2^258 + 256 random bits and y = 2^x mod p; in fast mode y = 1 and no exponent. */
+export function createDhContribution(fast: boolean): DhContribution {
+  if (fast) return { y: DH_ONE, exponent: null };
+  const exponent = Buffer.concat([Buffer.from([0x04]), randomBytes(32)]); // 0x04 in the top byte is 2^258
+  const dh = createDiffieHellman(MODP14_PRIME, 2);
+  dh.setPrivateKey(exponent);
+  return { y: leftPad(dh.generateKeys()), exponent };
+}
+
+/** Returns `y || HMAC-SHA256(dhmac, y)`, the 288-byte DH message. */
+export function authenticateDhValue(dhmac: Buffer, y: Buffer): Buffer {
+  return Buffer.concat([y, createHmac('sha256', dhmac).update(y).digest()]);
+}
+
+/** Checks a received `y || h` (MAC in constant time, y < p, y != 1 under -g) and returns y; throws EHANDSHAKE. */
+export function verifyDhMessage(dhmac: Buffer, message: Buffer, requirePfs: boolean): Buffer {
+  if (message.length !== DH_MESSAGE_LEN) throw new SpipedError('EHANDSHAKE', 'DH message has the wrong length');
+  const y = message.subarray(0, DH_LEN);
+  const expected = createHmac('sha256', dhmac).update(y).digest();
+  if (!timingSafeEqual(expected, message.subarray(DH_LEN))) {
+    throw new SpipedError('EHANDSHAKE', 'Handshake failed: the peer does not have the same key');
+  }
+  if (Buffer.compare(y, MODP14_PRIME) >= 0) throw new SpipedError('EHANDSHAKE', 'Handshake failed: DH value out of range');
+  if (requirePfs && y.equals(DH_ONE)) {
+    throw new SpipedError('EHANDSHAKE', 'Handshake failed: the peer does not offer forward secrecy (-g)');
+  }
+  return y;
+}
+
+/** y_SC = yPeer^x mod p (256 bytes); with no exponent (fast mode) it is 1. */
+export function computeSharedValue(own: DhContribution, yPeer: Buffer): Buffer {
+  if (own.exponent === null) return DH_ONE;
+  // OpenSSL refuses the degenerate values 0, 1 and p-1 that the reference accepts; compute those directly.
+  if (yPeer.equals(DH_ONE)) return DH_ONE;
+  if (yPeer.every((byte) => byte === 0)) return Buffer.alloc(DH_LEN);
+  if (yPeer.equals(PRIME_MINUS_ONE)) {
+    const exponentIsEven = (own.exponent[own.exponent.length - 1]! & 1) === 0;
+    return exponentIsEven ? DH_ONE : Buffer.from(PRIME_MINUS_ONE);
+  }
+  const dh = createDiffieHellman(MODP14_PRIME, 2);
+  dh.setPrivateKey(own.exponent);
+  return leftPad(dh.computeSecret(yPeer));
+}
+
+/** dk_2 = PBKDF2-SHA256(K, nonce_C || nonce_S || y_SC, 1, 128), split E_C || H_C || E_S || H_S. */
+export function deriveSessionKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer, ySC: Buffer): SessionKeys {
+  const dk2 = pbkdf2Sync(key, Buffer.concat([nonceC, nonceS, ySC]), 1, 128, 'sha256');
+  return {
+    encC: dk2.subarray(0, 32),
+    macC: dk2.subarray(32, 64),
+    encS: dk2.subarray(64, 96),
+    macS: dk2.subarray(96, 128),
+  };
+}
+
+/** Builds this side's sealer (outgoing keys) and opener (incoming keys), then wipes `keys`. */
+export function createPacketCoders(role: Role, keys: SessionKeys): { sealer: PacketSealer; opener: PacketOpener } {
+  try {
+    return role === 'client'
+      ? { sealer: new PacketSealer(keys.encC, keys.macC), opener: new PacketOpener(keys.encS, keys.macS) }
+      : { sealer: new PacketSealer(keys.encS, keys.macS), opener: new PacketOpener(keys.encC, keys.macC) };
+  } finally {
+    for (const part of [keys.encC, keys.macC, keys.encS, keys.macS]) part.fill(0);
+  }
+}
+
+/** Left-pads a big-endian integer to the 256 bytes of a DH value. */
+function leftPad(value: Buffer): Buffer {
+  if (value.length === DH_LEN) return value;
+  const padded = Buffer.alloc(DH_LEN);
+  value.copy(padded, DH_LEN - value.length);
+  return padded;
+}
+
+/**
+ * Reads exact byte counts from a socket in paused mode (socket.read(n)), so that
+ * whatever arrives beyond the handshake, and the peer's EOF, stay queued in the
+ * socket for the packet pipe.
+ */
+class HandshakeReader {
+  private readonly socket: Socket;
+  private failure: SpipedError | null = null;
+  private waiter: { count: number; resolve: (bytes: Buffer) => void; reject: (err: SpipedError) => void } | null =
+    null;
+
+  /** Starts watching `socket`. */
+  constructor(socket: Socket) {
+    this.socket = socket;
+    socket.on('readable', this.settle);
+    socket.on('end', this.onEnd);
+    socket.on('error', this.onError);
+    socket.on('close', this.onEnd);
+  }
+
+  /** Resolves to the next `count` bytes; rejects if the peer closes first or `fail()` is called. */
+  read(count: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      this.waiter = { count, resolve, reject };
+      this.settle();
+    });
+  }
+
+  /** Aborts a pending read (and every later one) with `err`. */
+  fail(err: SpipedError): void {
+    this.failure ??= err;
+    this.settle();
+  }
+
+  /** Stops watching the socket; unread bytes stay in the socket, which is left paused. */
+  detach(): void {
+    this.socket.off('readable', this.settle);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('error', this.onError);
+    this.socket.off('close', this.onEnd);
+  }
+
+  private readonly onEnd = (): void => {
+    this.fail(new SpipedError('EHANDSHAKE', 'Handshake failed: connection closed by the peer'));
+  };
+
+  private readonly onError = (err: Error): void => {
+    this.fail(new SpipedError('EHANDSHAKE', `Handshake failed: ${err.message}`, { cause: err }));
+  };
+
+  private readonly settle = (): void => {
+    const waiter = this.waiter;
+    if (waiter === null) return;
+    if (this.failure === null) {
+      const bytes: Buffer | null = this.socket.read(waiter.count);
+      if (bytes === null) return;
+      this.waiter = null;
+      if (bytes.length === waiter.count) waiter.resolve(bytes);
+      else waiter.reject(new SpipedError('EHANDSHAKE', 'Handshake failed: connection closed by the peer'));
+    } else {
+      this.waiter = null;
+      waiter.reject(this.failure);
+    }
+  };
+}
+
+/** Runs the handshake on `socket` as `options.role`; resolves to the session, rejects with EHANDSHAKE or ETIMEOUT. */
+export async function handshake(socket: Socket, options: HandshakeOptions): Promise<Session> {
+  const reader = new HandshakeReader(socket);
+  const timer =
+    options.timeoutMs > 0
+      ? setTimeout(() => reader.fail(new SpipedError('ETIMEOUT', 'Handshake timed out')), options.timeoutMs)
+      : null;
+  let own: DhContribution | null = null;
+  try {
+    const ownNonce = randomBytes(NONCE_LEN);
+    socket.write(ownNonce);
+    const peerNonce = await reader.read(NONCE_LEN);
+    const isClient = options.role === 'client';
+    const nonceC = isClient ? ownNonce : peerNonce;
+    const nonceS = isClient ? peerNonce : ownNonce;
+    const { dhmacC, dhmacS } = deriveDhmacKeys(options.key, nonceC, nonceS);
+    own = createDhContribution(options.fast);
+    let yPeer: Buffer;
+    if (isClient) {
+      socket.write(authenticateDhValue(dhmacC, own.y));
+      yPeer = verifyDhMessage(dhmacS, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
+    } else {
+      yPeer = verifyDhMessage(dhmacC, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
+      socket.write(authenticateDhValue(dhmacS, own.y));
+    }
+    const ySC = computeSharedValue(own, yPeer);
+    return createPacketCoders(options.role, deriveSessionKeys(options.key, nonceC, nonceS, ySC));
+  } finally {
+    own?.exponent?.fill(0);
+    reader.detach();
+    if (timer !== null) clearTimeout(timer);
+  }
+}

@@ -1,0 +1,136 @@
+// Owns the packet pipe of an established connection: plaintext chunks are
+// sealed into packets (one seal call and one write per chunk read), encrypted
+// bytes are reassembled into whole 1060-byte packets and opened a batch at a
+// time, with backpressure both ways, half-close carried through, and any error
+// closing both sockets without forwarding a byte of a bad packet.
+
+import type { Socket } from 'node:net';
+import { MAX_PAYLOAD, PACKET_LEN, type PacketOpener, type PacketSealer } from './crypto/index.js';
+import { SpipedError, asSpipedError } from './errors.js';
+
+/** Reassembles an encrypted byte stream into whole packets and opens them. */
+export class PacketAssembler {
+  private readonly opener: PacketOpener;
+  private readonly partial = Buffer.allocUnsafe(PACKET_LEN);
+  private partialLength = 0;
+
+  /** Opens packets with `opener`. */
+  constructor(opener: PacketOpener) {
+    this.opener = opener;
+  }
+
+  /** True while part of a packet is waiting for the rest. */
+  get hasPartialPacket(): boolean {
+    return this.partialLength > 0;
+  }
+
+  /** Feeds `chunk`; returns the plaintext of every packet it completes (empty if none); throws EBADPACKET. */
+  push(chunk: Buffer): Buffer {
+    let offset = 0;
+    if (this.partialLength > 0) {
+      offset = Math.min(PACKET_LEN - this.partialLength, chunk.length);
+      chunk.copy(this.partial, this.partialLength, 0, offset);
+      this.partialLength += offset;
+      if (this.partialLength < PACKET_LEN) return EMPTY;
+    }
+    const wholeLength = chunk.length - offset - ((chunk.length - offset) % PACKET_LEN);
+    const completed = this.partialLength === PACKET_LEN ? 1 : 0;
+    const packetCount = completed + wholeLength / PACKET_LEN;
+    let plaintext = EMPTY;
+    if (packetCount > 0) {
+      plaintext = Buffer.allocUnsafe(packetCount * MAX_PAYLOAD);
+      let written = 0;
+      try {
+        if (completed) written += this.opener.openInto(this.partial, plaintext, 0);
+        if (wholeLength > 0) {
+          written += this.opener.openInto(chunk.subarray(offset, offset + wholeLength), plaintext, written);
+        }
+      } catch (err) {
+        throw asSpipedError(err, 'EBADPACKET', 'Bad packet');
+      }
+      plaintext = plaintext.subarray(0, written);
+    }
+    const tailStart = offset + wholeLength;
+    this.partialLength = chunk.length - tailStart;
+    chunk.copy(this.partial, 0, tailStart);
+    return plaintext;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Wires up both directions between `plain` and `encrypted`; resolves once both sockets closed cleanly, rejects with the first error after destroying both. */
+export function pipePackets(
+  plain: Socket,
+  encrypted: Socket,
+  coders: { sealer: PacketSealer; opener: PacketOpener },
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let failure: SpipedError | null = null;
+    let openSockets = 2;
+    const fail = (err: unknown, context: string): void => {
+      if (failure !== null) return;
+      failure = asSpipedError(err, 'ECLOSED', context);
+      plain.destroy();
+      encrypted.destroy();
+    };
+    const onClose = (): void => {
+      openSockets -= 1;
+      if (openSockets === 0) {
+        if (failure === null) resolve();
+        else reject(failure);
+      }
+    };
+    const assembler = new PacketAssembler(coders.opener);
+
+    // Plaintext -> packets.
+    plain.on('data', (chunk: Buffer) => {
+      if (failure !== null) return;
+      let packets: Buffer;
+      try {
+        packets = coders.sealer.seal(chunk);
+      } catch (err) {
+        fail(err, 'Sealing failed');
+        return;
+      }
+      if (!encrypted.write(packets)) plain.pause();
+    });
+    encrypted.on('drain', () => plain.resume());
+    plain.on('end', () => encrypted.end());
+
+    // Packets -> plaintext.
+    encrypted.on('data', (chunk: Buffer) => {
+      if (failure !== null) return;
+      let plaintext: Buffer;
+      try {
+        plaintext = assembler.push(chunk);
+      } catch (err) {
+        fail(err, 'Bad packet');
+        return;
+      }
+      if (plaintext.length > 0 && !plain.write(plaintext)) encrypted.pause();
+    });
+    plain.on('drain', () => encrypted.resume());
+    encrypted.on('end', () => {
+      if (assembler.hasPartialPacket) fail(new SpipedError('EBADPACKET', 'Connection ended inside a packet'), '');
+      else plain.end();
+    });
+
+    for (const [socket, side] of [
+      [plain, 'plaintext'],
+      [encrypted, 'encrypted'],
+    ] as const) {
+      socket.on('error', (err) => fail(err, `Error on the ${side} socket`));
+      if (socket.destroyed) fail(new SpipedError('ECLOSED', `The ${side} socket closed before data could flow`), '');
+      if (socket.closed) {
+        onClose();
+        continue;
+      }
+      socket.on('close', (hadError) => {
+        if (hadError) fail(new SpipedError('ECLOSED', `The ${side} socket closed with an error`), '');
+        onClose();
+      });
+      socket.resume();
+    }
+  });
+}

@@ -1,0 +1,69 @@
+// Owns the library's view of an established connection: a Duplex of plaintext
+// over the encrypted socket. Writes are sealed (one seal call per chunk),
+// reads are reassembled and opened; backpressure, half-close and destroy are
+// carried through to the socket.
+
+import { Duplex } from 'node:stream';
+import type { Socket } from 'node:net';
+import { SpipedError, asSpipedError } from './errors.js';
+import type { Session } from './handshake.js';
+import { PacketAssembler } from './pipe.js';
+
+/** A plaintext Duplex over `socket`, whose handshake produced `session`. */
+export class SecureStream extends Duplex {
+  /** The encrypted socket underneath (for addresses and socket options). */
+  readonly socket: Socket;
+  private readonly session: Session;
+  private readonly assembler: PacketAssembler;
+
+  /** Takes over `socket` (handshake already done; unread bytes still queued in it). */
+  constructor(socket: Socket, session: Session) {
+    super({ allowHalfOpen: true });
+    this.socket = socket;
+    this.session = session;
+    this.assembler = new PacketAssembler(session.opener);
+    socket.on('data', (chunk: Buffer) => {
+      let plaintext: Buffer;
+      try {
+        plaintext = this.assembler.push(chunk);
+      } catch (err) {
+        this.destroy(asSpipedError(err, 'EBADPACKET', 'Bad packet'));
+        return;
+      }
+      if (plaintext.length > 0 && !this.push(plaintext)) socket.pause();
+    });
+    socket.on('end', () => {
+      if (this.assembler.hasPartialPacket) this.destroy(new SpipedError('EBADPACKET', 'Connection ended inside a packet'));
+      else this.push(null);
+    });
+    socket.on('error', (err) => this.destroy(asSpipedError(err, 'ECLOSED', 'Connection failed')));
+    socket.on('close', () => {
+      if (!this.destroyed && !this.readableEnded) this.destroy(new SpipedError('ECLOSED', 'Connection closed'));
+    });
+  }
+
+  override _read(): void {
+    this.socket.resume();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    let packets: Buffer;
+    try {
+      packets = this.session.sealer.seal(chunk);
+    } catch (err) {
+      callback(asSpipedError(err, 'ECLOSED', 'Sealing failed'));
+      return;
+    }
+    if (this.socket.write(packets)) callback();
+    else this.socket.once('drain', () => callback());
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.socket.end(() => callback());
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.socket.destroy();
+    callback(error);
+  }
+}
