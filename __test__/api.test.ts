@@ -150,14 +150,20 @@ test('the Duplex: half-close, backpressure and destroy', async (t) => {
   t.is(await received, written);
   t.is(await reply, 'reply after EOF');
 
-  // destroy() on one side closes the other side's stream.
+  // destroy() closes the socket underneath; the peer sees the end of the stream and can close in turn.
   const second = await connect({ target: `[127.0.0.1]:${port}`, key });
   const secondServerSide = await nextAccepted();
   secondServerSide.on('error', () => {});
+  const peerEnded = new Promise<void>((resolve) => secondServerSide.once('end', () => resolve()));
   secondServerSide.resume(); // a peer's close is seen by reading, as with any socket
-  const closed = new Promise<void>((resolve) => secondServerSide.once('close', () => resolve()));
+  const localClosed = new Promise<void>((resolve) => second.once('close', () => resolve()));
   second.destroy();
-  await closed;
+  await localClosed;
+  t.true(second.socket.destroyed, 'the encrypted socket is destroyed with the stream');
+  await peerEnded;
+  const peerClosed = new Promise<void>((resolve) => secondServerSide.once('close', () => resolve()));
+  secondServerSide.end();
+  await peerClosed;
   t.true(secondServerSide.destroyed);
 });
 

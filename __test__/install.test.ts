@@ -271,10 +271,7 @@ npmTest('installed without the platform package: doctor reports node:crypto and 
   t.true(tunnel.received.equals(tunnel.sent), `echoed ${tunnel.received.length} of ${tunnel.sent.length} bytes`);
 });
 
-// KNOWN FAILURE until the CLI prints a one-line notice when spiped/spipe run on the
-// node:crypto fallback (see the report to the lead). When it does, ava reports this
-// test as unexpectedly passing: change `test.failing` to `npmTest` then.
-(HAVE_NPM ? test.failing : test.skip)('installed without the platform package: each spiped prints exactly one node:crypto notice line', async (t) => {
+npmTest('installed without the platform package: each spiped prints exactly one node:crypto notice line', async (t) => {
   const { tunnel } = await fallbackRun();
   for (const [which, stderr] of [['-e', tunnel.encStderr], ['-d', tunnel.decStderr]] as const) {
     const lines = noticeLines(stderr);

@@ -8,7 +8,8 @@
 //   1 byte, its echo, clean close); 1-byte echo round-trip p50/p99 over one connection.
 // Prints a table (ours, C, ours/C) and the crypto backend; --json prints one object.
 // Options: --size <MiB> (1024), --quick, --json, --only ours|c, --rounds <n> (median,
-// order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3), and for profiling/A-B runs only:
+// order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3, plus as long a
+// warm-up), and for profiling/A-B runs only:
 // --node-arg <flag> (repeatable, e.g. --cpu-prof) and --ours-cli <path to spiped.js>.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -89,7 +90,7 @@ function parseOptions(argv: readonly string[]): Options {
     only,
     rounds,
     phases,
-    connSeconds: connSeconds ?? (quick ? 0.5 : 3),
+    connSeconds: connSeconds ?? (quick ? 0.3 : 3),
     rttCount: quick ? 300 : 2000,
     oursCli,
     nodeArgs,
@@ -439,9 +440,9 @@ interface ConnResult {
   cpuD: number;
 }
 
-/** Runs sequential connections for `seconds` after a warm-up (JIT) of a third of that, at most 1 s; returns connections/s and CPU ms per connection. */
+/** Runs sequential connections for `seconds` after as long a warm-up (Node's JIT needs seconds to settle); returns connections/s and CPU ms per connection. */
 async function connectionRate(p: Pair, seconds: number): Promise<ConnResult> {
-  const warmEnd = Date.now() + Math.min(1000, (seconds * 1000) / 3);
+  const warmEnd = Date.now() + seconds * 1000;
   for (let i = 0; i < 20 || Date.now() < warmEnd; i++) await withTimeout(oneConnection(p.entryPort), 10_000, 'warm-up connection');
   const cpu0 = [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)];
   const t0 = process.hrtime.bigint();
@@ -470,7 +471,7 @@ interface RttResult {
   mean: number;
 }
 
-/** `count` sequential 1-byte echoes over one connection (after 300 warm-up ones); returns percentiles in µs. */
+/** `count` sequential 1-byte echoes over one connection (after 1000 warm-up ones); returns percentiles in µs. */
 async function roundTrips(p: Pair, server: TargetServer, count: number): Promise<RttResult> {
   server.mode = 'echo';
   const s = await dial(p.entryPort);
@@ -491,7 +492,7 @@ async function roundTrips(p: Pair, server: TargetServer, count: number): Promise
       10_000,
       'round trip',
     );
-  for (let i = 0; i < 300; i++) await once();
+  for (let i = 0; i < 1000; i++) await once();
   const samples = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     const t0 = process.hrtime.bigint();
@@ -555,7 +556,7 @@ async function runImpl(impl: Impl, keyFile: string, server: TargetServer, target
 
 // ---- report -----------------------------------------------------------------------------
 
-/** One row of the table: a label, a unit, how to read it from an ImplResult, and whether higher is better. */
+/** One row of the table: its label (with the unit), how to read it from an ImplResult, and its decimals. */
 interface Metric {
   label: string;
   get: (r: ImplResult) => number | undefined;
@@ -566,6 +567,8 @@ const METRICS: Metric[] = [
   { label: 'bulk throughput (MB/s plaintext)', get: (r) => r.bulk?.mbps, digits: 1 },
   { label: 'bulk CPU E (s)', get: (r) => r.bulk?.cpuE, digits: 2 },
   { label: 'bulk CPU D (s)', get: (r) => r.bulk?.cpuD, digits: 2 },
+  { label: 'bulk MB per CPU-second, E', get: (r) => r.bulk && (OPTS.sizeMiB * 1048576) / 1e6 / r.bulk.cpuE, digits: 0 },
+  { label: 'bulk MB per CPU-second, D', get: (r) => r.bulk && (OPTS.sizeMiB * 1048576) / 1e6 / r.bulk.cpuD, digits: 0 },
   { label: 'bulk CPU E+D per GB plaintext (s)', get: (r) => r.bulk && ((r.bulk.cpuE + r.bulk.cpuD) / (OPTS.sizeMiB * 1048576)) * 1e9, digits: 2 },
   { label: 'bulk CPU source+sink (this proc, s)', get: (r) => r.bulk?.cpuLoad, digits: 2 },
   { label: 'peak RSS E during bulk (MiB)', get: (r) => r.bulk?.hwmE, digits: 1 },
@@ -606,7 +609,7 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
   const out = [
     `spiped tunnel benchmark: client -> E(-e) -> D(-d) -> server on 127.0.0.1, both daemons -F -n 0, same key`,
     `crypto backend (ours): ${backend}`,
-    `bulk ${OPTS.sizeMiB} MiB one direction; connections ${OPTS.connSeconds} s each; ${OPTS.rttCount} round trips; rounds ${OPTS.rounds} (median)`,
+    `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips after 1000; rounds ${OPTS.rounds} (median)`,
     `cpus ${cpus().length} x ${cpus()[0]?.model ?? '?'}; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}; node ${process.version}`,
     '',
     line(rows[0]!),

@@ -3,6 +3,7 @@
 // Node's error codes, and writing "<program>: <message>" lines to stderr.
 
 import { parseAddress } from '../address.js';
+import { cryptoBackend } from '../crypto/index.js';
 import { SpipedError } from '../errors.js';
 
 /** glibc's strerror() texts for the error codes the tools can meet. */
@@ -106,4 +107,20 @@ export function startupFailureLines(err: unknown, keyFile: string, addresses: re
     return [`Error binding socket: ${strerror(cause)}`];
   }
   return [errorText(err)];
+}
+
+/** Prints one notice line when the node:crypto fallback is live though nobody asked for it (SPIPED_NATIVE=0). */
+export function noteFallbackBackend(program: string): void {
+  if (process.env['SPIPED_NATIVE'] === '0') return;
+  let backend: ReturnType<typeof cryptoBackend>;
+  try {
+    backend = cryptoBackend();
+  } catch {
+    return; // SPIPED_NATIVE=1 without an addon: the first seal/open reports it
+  }
+  if (backend.name !== 'node-crypto') return;
+  process.stderr.write(
+    `${program}: notice: native addon not in use (${backend.reason ?? 'unknown reason'}); ` +
+      `using the slower node:crypto backend; see 'spiped-native doctor'\n`,
+  );
 }

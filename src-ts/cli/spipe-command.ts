@@ -7,7 +7,7 @@ import { DEFAULTS, connect } from '../api.js';
 import { SpipedError } from '../errors.js';
 import type { SecureStream } from '../secure-stream.js';
 import { MAX_TIMER_SECONDS, argumentError, getopt, optionSpecs, parseNonNegativeDouble, type ParseOutcome } from './getopt.js';
-import { addressProblem, errorText, startupFailureLines, warn } from './messages.js';
+import { addressProblem, errorText, noteFallbackBackend, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPE_USAGE } from './usage.js';
 
 const PROGRAM = 'spipe';
@@ -79,6 +79,7 @@ export async function runSpipe(argv: readonly string[]): Promise<number> {
     warn(PROGRAM, malformed);
     return 1;
   }
+  noteFallbackBackend(PROGRAM);
   let stream: SecureStream;
   try {
     stream = await connect({

@@ -8,7 +8,7 @@ import { DEFAULTS, createTunnel, type Tunnel } from '../api.js';
 import { readKeyFile } from '../keyfile.js';
 import { detach, notifyParentReady, switchIdentity, syslogWarning, takeDaemonChildMarker, writePidfile } from './daemon.js';
 import { MAX_TIMER_SECONDS, argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
-import { addressProblem, errorText, startupFailureLines, warn } from './messages.js';
+import { addressProblem, errorText, noteFallbackBackend, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPED_USAGE } from './usage.js';
 
 const PROGRAM = 'spiped';
@@ -112,6 +112,7 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
     return 1;
   }
   const isDaemonChild = takeDaemonChildMarker();
+  if (!isDaemonChild) noteFallbackBackend(PROGRAM);
   if (config.foreground || isDaemonChild) return serve(config, isDaemonChild);
   let keyBytes: Buffer | null = null;
   if (config.key === '-') {
