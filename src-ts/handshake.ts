@@ -222,15 +222,18 @@ export async function handshake(socket: Socket, options: HandshakeOptions): Prom
       ? setTimeout(() => reader.fail(new SpipedError('ETIMEOUT', 'Handshake timed out')), options.timeoutMs)
       : null;
   let own: DhContribution | null = null;
+  let dhmac: { dhmacC: Buffer; dhmacS: Buffer } | null = null;
   try {
     const ownNonce = randomBytes(NONCE_LEN);
     socket.write(ownNonce);
+    // Our DH value does not depend on the peer: compute it while the peer's nonce is in flight.
+    own = createDhContribution(options.fast);
     const peerNonce = await reader.read(NONCE_LEN);
     const isClient = options.role === 'client';
     const nonceC = isClient ? ownNonce : peerNonce;
     const nonceS = isClient ? peerNonce : ownNonce;
-    const { dhmacC, dhmacS } = deriveDhmacKeys(options.key, nonceC, nonceS);
-    own = createDhContribution(options.fast);
+    dhmac = deriveDhmacKeys(options.key, nonceC, nonceS);
+    const { dhmacC, dhmacS } = dhmac;
     let yPeer: Buffer;
     if (isClient) {
       socket.write(authenticateDhValue(dhmacC, own.y));
@@ -240,9 +243,13 @@ export async function handshake(socket: Socket, options: HandshakeOptions): Prom
       socket.write(authenticateDhValue(dhmacS, own.y));
     }
     const ySC = computeSharedValue(own, yPeer);
-    return createPacketCoders(options.role, deriveSessionKeys(options.key, nonceC, nonceS, ySC));
+    const keys = deriveSessionKeys(options.key, nonceC, nonceS, ySC);
+    if (ySC !== DH_ONE) ySC.fill(0); // the shared secret (DH_ONE is the shared public constant)
+    return createPacketCoders(options.role, keys);
   } finally {
     own?.exponent?.fill(0);
+    dhmac?.dhmacC.fill(0);
+    dhmac?.dhmacS.fill(0);
     reader.detach();
     if (timer !== null) clearTimeout(timer);
   }
