@@ -208,3 +208,26 @@ test('typed errors: ECONNECT, EHANDSHAKE, ETIMEOUT, EBADPACKET', async (t) => {
   await t.throwsAsync(connect({ target: 'no-port-here', key }), { instanceOf: SpipedError });
   await t.throwsAsync(connect({ target: '[127.0.0.1]:1', key, fast: true, requirePfs: true }), { instanceOf: TypeError });
 });
+
+test('a slow reader gets every byte after a clean close (nothing cut off by the socket closing)', async (t) => {
+  const key = randomBytes(32);
+  const total = 300_000;
+  const server = createServer({ key, fast: true }, (plain) => {
+    plain.resume();
+    plain.on('end', () => plain.end(Buffer.alloc(total, 0x61)));
+  });
+  t.teardown(() => server.close());
+  const client = await connect({ target: `[127.0.0.1]:${await listen(server)}`, key, fast: true });
+  client.end('request');
+  let received = 0;
+  let failure: unknown = null;
+  client.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    client.pause();
+    setTimeout(() => client.resume(), 2);
+  });
+  client.on('error', (err) => (failure = err));
+  await new Promise((resolve) => client.on('close', resolve));
+  t.is(failure, null);
+  t.is(received, total);
+});

@@ -4,7 +4,8 @@
 
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
-import { PacketAssembler, PacketOpener, PacketSealer, SpipedError } from 'spiped-native';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { PacketAssembler, PacketOpener, PacketSealer, SpipedError, pipePackets } from 'spiped-native';
 
 const keys = (): [Buffer, Buffer] => [randomBytes(32), randomBytes(32)];
 
@@ -45,4 +46,39 @@ test('a damaged packet in a batch throws EBADPACKET and yields nothing, then not
   t.true(error instanceof SpipedError);
   t.is((error as SpipedError).code, 'EBADPACKET');
   t.throws(() => assembler.push(new PacketSealer(enc, mac, 5n).seal(Buffer.from('x'))));
+});
+
+/** A connected pair of loopback sockets (client side, accepted side), both half-open capable and paused. */
+async function socketPair(): Promise<[Socket, Socket]> {
+  return new Promise((resolve) => {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (accepted) => {
+      server.close();
+      resolve([client, accepted]);
+    });
+    let client: Socket;
+    server.listen(0, '127.0.0.1', () => {
+      client = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+    });
+  });
+}
+
+test('an EOF that arrived before the pipe was wired up still reaches the other side', async (t) => {
+  const [enc, mac] = keys();
+  const [encryptedPeer, encrypted] = await socketPair();
+  const [plain, plainPeer] = await socketPair();
+  // The encrypted peer half-closes at once; 'end' is emitted before pipePackets listens (as during a slow -d connect).
+  encryptedPeer.end();
+  await new Promise<void>((resolve) => {
+    encrypted.once('end', () => resolve());
+    encrypted.resume();
+  });
+  encrypted.pause();
+  const plainPeerEnded = new Promise<void>((resolve) => plainPeer.once('end', () => resolve()).resume());
+  const piped = pipePackets(plain, encrypted, { sealer: new PacketSealer(enc, mac), opener: new PacketOpener(enc, mac) });
+  await plainPeerEnded;
+  t.pass('the plaintext side saw EOF');
+  plainPeer.end();
+  encryptedPeer.resume();
+  await piped;
+  t.true(plain.destroyed && encrypted.destroyed, 'both sockets closed once both directions ended');
 });

@@ -20,6 +20,9 @@ export const DEFAULTS = {
   resolveEvery: 60, // -r, seconds
 } as const;
 
+/** The longest delay a Node timer takes (2^31-1 ms); longer ones would fire at once. */
+export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
+
 /** Options shared by every entry point. */
 export interface SessionOptions {
   key: KeySource; // a key file's path, or the key file's bytes (hashed like a file)
@@ -53,7 +56,9 @@ function checkSessionOptions(options: SessionOptions): void {
     throw new TypeError('fast (-f) and requirePfs (-g) cannot be combined');
   }
   const timeout = options.timeout ?? DEFAULTS.timeout;
-  if (!(timeout > 0) || !Number.isFinite(timeout)) throw new TypeError(`timeout must be a positive number of seconds`);
+  if (!(timeout > 0) || timeout > MAX_TIMER_SECONDS) {
+    throw new TypeError(`timeout must be a number of seconds in (0, ${MAX_TIMER_SECONDS}]`);
+  }
 }
 
 /** Resolves a -b address to one endpoint (port optional). */
@@ -82,12 +87,13 @@ export async function connect(options: ConnectOptions): Promise<SecureStream> {
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
   const endpoints = await resolveAddress(parseAddress(options.target)); // resolved before the key is read, as the reference does
   const key = await loadKey(options.key);
-  const socket = await connectToTarget(endpoints, {
-    timeoutMs,
-    keepAlive: options.keepAlive ?? true,
-    bind: await resolveBind(options.bind),
-  });
+  let socket: Socket | null = null;
   try {
+    socket = await connectToTarget(endpoints, {
+      timeoutMs,
+      keepAlive: options.keepAlive ?? true,
+      bind: await resolveBind(options.bind),
+    });
     const session = await runHandshake(socket, 'client', {
       key,
       fast: options.fast ?? false,
@@ -96,7 +102,7 @@ export async function connect(options: ConnectOptions): Promise<SecureStream> {
     });
     return new SecureStream(socket, session);
   } catch (err) {
-    socket.destroy();
+    socket?.destroy();
     throw err;
   } finally {
     key.fill(0);
@@ -149,6 +155,9 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
   const targets = await resolveTargetAddress(options.target, waitForDns);
   const key = await loadKey(options.key); // after resolving, as the reference does (its messages come in that order)
   const resolveEvery = options.resolveEvery === undefined ? DEFAULTS.resolveEvery : options.resolveEvery;
+  if (resolveEvery !== null && !(resolveEvery >= 0 && resolveEvery <= MAX_TIMER_SECONDS)) {
+    throw new TypeError(`resolveEvery must be null or a number of seconds in [0, ${MAX_TIMER_SECONDS}]`);
+  }
   try {
     return await Dispatcher.listen({
       mode: options.mode,

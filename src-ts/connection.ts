@@ -48,6 +48,7 @@ function dialEndpoint(endpoint: Endpoint, bind: Endpoint | null, onSocket: (sock
             allowHalfOpen: true,
             ...(bind?.kind === 'inet' ? { localAddress: bind.address, localPort: bind.port || undefined } : {}),
           });
+    socket.on('error', ignoreLateError);
     onSocket(socket);
     const onError = (err: Error): void => {
       socket.destroy();
@@ -79,7 +80,6 @@ export async function connectToTarget(endpoints: readonly Endpoint[], options: D
       if (timedOut) break;
       try {
         const socket = await dialEndpoint(endpoint, options.bind, (socket) => (current = socket));
-        socket.on('error', ignoreLateError);
         tuneSocket(socket, options.keepAlive);
         return socket;
       } catch (err) {

@@ -9,6 +9,7 @@ import {
   getDiffieHellman,
   pbkdf2Sync,
   randomBytes,
+  randomFillSync,
   timingSafeEqual,
 } from 'node:crypto';
 import type { Socket } from 'node:net';
@@ -77,7 +78,9 @@ export function deriveDhmacKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer): { 
 /** Picks x = 2^258 + 256 random bits and y = 2^x mod p; in fast mode y = 1 and no exponent. */
 export function createDhContribution(fast: boolean): DhContribution {
   if (fast) return { y: DH_ONE, exponent: null };
-  const exponent = Buffer.concat([Buffer.from([0x04]), randomBytes(32)]); // 0x04 in the top byte is 2^258
+  const exponent = Buffer.alloc(33); // outside the shared pool, so that wiping it wipes the only copy
+  exponent[0] = 0x04; // 2^258
+  randomFillSync(exponent, 1);
   const dh = createDiffieHellman(MODP14_PRIME, 2);
   dh.setPrivateKey(exponent);
   return { y: leftPad(dh.generateKeys()), exponent };
@@ -120,7 +123,9 @@ export function computeSharedValue(own: DhContribution, yPeer: Buffer): Buffer {
 
 /** dk_2 = PBKDF2-SHA256(K, nonce_C || nonce_S || y_SC, 1, 128), split E_C || H_C || E_S || H_S. */
 export function deriveSessionKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer, ySC: Buffer): SessionKeys {
-  const dk2 = pbkdf2Sync(key, Buffer.concat([nonceC, nonceS, ySC]), 1, 128, 'sha256');
+  const salt = Buffer.concat([nonceC, nonceS, ySC]);
+  const dk2 = pbkdf2Sync(key, salt, 1, 128, 'sha256');
+  salt.fill(0); // it holds the shared secret y_SC
   return {
     encC: dk2.subarray(0, 32),
     macC: dk2.subarray(32, 64),
@@ -166,6 +171,7 @@ class HandshakeReader {
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
     socket.on('close', this.onEnd);
+    if (socket.destroyed || socket.readableEnded) this.onEnd();
   }
 
   /** Resolves to the next `count` bytes; rejects if the peer closes first or `fail()` is called. */

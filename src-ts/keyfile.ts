@@ -20,9 +20,13 @@ async function readStdin(): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-/** Reads the raw key file bytes of `source` (path, "-" or bytes); throws EKEYFILE. */
+/** Reads the raw key file bytes of `source` (path, "-" or bytes) into a buffer of our own; throws EKEYFILE. */
 export async function readKeyFile(source: KeySource): Promise<Buffer> {
-  if (typeof source !== 'string') return Buffer.from(source);
+  if (typeof source !== 'string') {
+    const copy = Buffer.alloc(source.length); // not from the shared pool: it is wiped after hashing
+    copy.set(source);
+    return copy;
+  }
   try {
     return source === '-' ? await readStdin() : await readFile(source);
   } catch (err) {
@@ -37,6 +41,6 @@ export async function loadKey(source: KeySource): Promise<Buffer> {
   try {
     return hashKeyBytes(bytes);
   } finally {
-    if (typeof source === 'string') bytes.fill(0);
+    bytes.fill(0);
   }
 }

@@ -96,7 +96,8 @@ export function pipePackets(
       if (!encrypted.write(packets)) plain.pause();
     });
     encrypted.on('drain', () => plain.resume());
-    plain.on('end', () => encrypted.end());
+    const onPlainEnd = (): void => void encrypted.end();
+    plain.on('end', onPlainEnd);
 
     // Packets -> plaintext.
     encrypted.on('data', (chunk: Buffer) => {
@@ -111,10 +112,11 @@ export function pipePackets(
       if (plaintext.length > 0 && !plain.write(plaintext)) encrypted.pause();
     });
     plain.on('drain', () => encrypted.resume());
-    encrypted.on('end', () => {
+    const onEncryptedEnd = (): void => {
       if (assembler.hasPartialPacket) fail(new SpipedError('EBADPACKET', 'Connection ended inside a packet'), '');
       else plain.end();
-    });
+    };
+    encrypted.on('end', onEncryptedEnd);
 
     for (const [socket, side] of [
       [plain, 'plaintext'],
@@ -132,5 +134,8 @@ export function pipePackets(
       });
       socket.resume();
     }
+    // An EOF can arrive (and 'end' be emitted) while the handshake or the target connection is under way.
+    if (plain.readableEnded) onPlainEnd();
+    if (encrypted.readableEnded) onEncryptedEnd();
   });
 }

@@ -32,14 +32,19 @@ export class SecureStream extends Duplex {
       }
       if (plaintext.length > 0 && !this.push(plaintext)) socket.pause();
     });
-    socket.on('end', () => {
+    let sawEnd = false;
+    const onEnd = (): void => {
+      sawEnd = true;
       if (this.assembler.hasPartialPacket) this.destroy(new SpipedError('EBADPACKET', 'Connection ended inside a packet'));
       else this.push(null);
-    });
+    };
+    socket.on('end', onEnd);
     socket.on('error', (err) => this.destroy(asSpipedError(err, 'ECLOSED', 'Connection failed')));
     socket.on('close', () => {
-      if (!this.destroyed && !this.readableEnded) this.destroy(new SpipedError('ECLOSED', 'Connection closed'));
+      // A clean close after the peer's EOF keeps what is still buffered for a slow reader.
+      if (!this.destroyed && !sawEnd) this.destroy(new SpipedError('ECLOSED', 'Connection closed'));
     });
+    if (socket.readableEnded) onEnd(); // the EOF arrived with (or right behind) the handshake
   }
 
   override _read(): void {

@@ -12,9 +12,6 @@ export interface OptionSpec {
   hasArg: boolean;
 }
 
-/** Longest timer Node honours (2^31 - 1 ms), in whole seconds; longer -o / -r values are clamped to it. */
-export const MAX_TIMER_SECONDS = 2_147_483;
-
 /** A parsed command line, or what to print on stderr and the exit code (usage errors, -v). */
 export type ParseOutcome<T> = { ok: true; config: T } | { ok: false; exitCode: number; stderr: string };
 

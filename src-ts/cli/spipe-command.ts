@@ -3,10 +3,10 @@
 // to standard output (binary-safe, half-close carried through; nothing but
 // the peer's bytes ever goes to stdout, so it works as an ssh ProxyCommand).
 
-import { DEFAULTS, connect } from '../api.js';
+import { DEFAULTS, MAX_TIMER_SECONDS, connect } from '../api.js';
 import { SpipedError } from '../errors.js';
 import type { SecureStream } from '../secure-stream.js';
-import { MAX_TIMER_SECONDS, argumentError, getopt, optionSpecs, parseNonNegativeDouble, type ParseOutcome } from './getopt.js';
+import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, type ParseOutcome } from './getopt.js';
 import { addressProblem, errorText, noteFallbackBackend, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPE_USAGE } from './usage.js';
 

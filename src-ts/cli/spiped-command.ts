@@ -4,10 +4,10 @@
 // syslog, and the SIGTERM drain.
 
 import { unlinkSync } from 'node:fs';
-import { DEFAULTS, createTunnel, type Tunnel } from '../api.js';
+import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.js';
 import { readKeyFile } from '../keyfile.js';
 import { detach, notifyParentReady, switchIdentity, syslogWarning, takeDaemonChildMarker, writePidfile } from './daemon.js';
-import { MAX_TIMER_SECONDS, argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
+import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
 import { addressProblem, errorText, noteFallbackBackend, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPED_USAGE } from './usage.js';
 

@@ -70,7 +70,7 @@ export class PacketSealer {
     checkKey(encKey, 'encKey');
     checkKey(macKey, 'macKey');
     const first = checkCounter(firstPacket);
-    this.#core = pickBackend(options).createSealer(Uint8Array.from(encKey), Uint8Array.from(macKey), first);
+    this.#core = pickBackend(options).createSealer(encKey, macKey, first);
     this.#next = first;
   }
 
@@ -118,7 +118,7 @@ export class PacketOpener {
     checkKey(encKey, 'encKey');
     checkKey(macKey, 'macKey');
     const first = checkCounter(firstPacket);
-    this.#core = pickBackend(options).createOpener(Uint8Array.from(encKey), Uint8Array.from(macKey), first);
+    this.#core = pickBackend(options).createOpener(encKey, macKey, first);
     this.#next = first;
   }
 
