@@ -19,6 +19,7 @@ export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets'> {
   targets: readonly Endpoint[]; // the target's addresses, resolved at start
   resolveEverySeconds: number | null; // -r; null for -R (never)
   maxConnections: number; // -n; 0 = unlimited
+  resolve?: (address: SocketAddress) => Promise<Endpoint[]>; // how to re-resolve the target (default: DNS via resolveAddress)
 }
 
 /** Events a Dispatcher emits. */
@@ -109,7 +110,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   private async resolveTarget(): Promise<void> {
     try {
-      this.targets = await resolveAddress(this.options.target);
+      this.targets = await (this.options.resolve ?? resolveAddress)(this.options.target);
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
       this.emit('warning', `Re-resolving ${formatAddress(this.options.target)} failed, keeping the old addresses: ${why}`);

@@ -1,0 +1,98 @@
+// The dispatcher's target re-resolution (-r): new addresses are used once
+// resolved, and a failed re-resolution keeps the old ones. Also -b: outgoing
+// connections leave from the bind address, for spiped, spipe and connect().
+
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo, Server } from 'node:net';
+import { connect, createServer, Dispatcher, hashKeyBytes, SpipedError, type Endpoint } from 'spiped-native';
+import { exchange, freePort, OUR_SPIPE, startDaemon, tempDir, writeKey } from './helpers/processes.js';
+import { spawn } from 'node:child_process';
+
+/** Listens on a free loopback port; resolves to the port. */
+function listen(server: Server, host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve) => server.listen(0, host, () => resolve((server.address() as AddressInfo).port)));
+}
+
+const endpoint = (port: number): Endpoint => ({ kind: 'inet', address: '127.0.0.1', family: 4, port });
+
+test('-r: the target is re-resolved on schedule, and a failed lookup keeps the old addresses', async (t) => {
+  const key = randomBytes(32);
+  const seen: string[] = [];
+  const backend = (name: string): Server =>
+    createServer({ key, fast: true }, (plain) => {
+      seen.push(name);
+      plain.end(name);
+    });
+  const first = backend('first');
+  const second = backend('second');
+  t.teardown(() => {
+    first.close();
+    second.close();
+  });
+  const [firstPort, secondPort] = [await listen(first), await listen(second)];
+  let lookups = 0;
+  const dispatcher = await Dispatcher.listen({
+    mode: 'encrypt',
+    key: hashKeyBytes(key),
+    fast: true,
+    requirePfs: false,
+    timeoutMs: 5000,
+    keepAlive: true,
+    bind: null,
+    source: endpoint(0),
+    target: { kind: 'inet', host: 'service.invalid', port: 1, literal: false },
+    targets: [endpoint(firstPort)],
+    resolveEverySeconds: 0.2,
+    maxConnections: 0,
+    // The first re-resolution moves the service; every later one fails.
+    resolve: async () => {
+      lookups += 1;
+      if (lookups === 1) return [endpoint(secondPort)];
+      throw new SpipedError('ERESOLVE', 'Error resolving socket address: service.invalid:1');
+    },
+  });
+  const warnings: string[] = [];
+  dispatcher.on('warning', (message) => warnings.push(message));
+  t.teardown(() => void dispatcher.close());
+  const port = (dispatcher.address() as { port: number }).port;
+
+  t.is((await exchange({ port }, Buffer.from('x'))).received.toString(), 'first');
+  await new Promise((resolve) => setTimeout(resolve, 700));
+  t.true(lookups >= 2, `re-resolved ${lookups} times`);
+  t.is((await exchange({ port }, Buffer.from('x'))).received.toString(), 'second', 'the new address is used');
+  t.deepEqual(dispatcher.currentTargets(), [endpoint(secondPort)], 'a failed lookup kept the last good addresses');
+  t.true(warnings.some((message) => message.includes('keeping the old addresses')));
+  t.deepEqual(seen, ['first', 'second']);
+});
+
+test('-b: outgoing connections of spiped, spipe and connect() leave from the bind address', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.teardown(cleanup);
+  const keyPath = writeKey(dir);
+  const peers: string[] = [];
+  // The decrypting side is our library server; it records where each connection came from.
+  const server = createServer({ key: keyPath }, (plain) => {
+    peers.push(plain.socket.remoteAddress ?? '?');
+    plain.end('ok');
+  });
+  t.teardown(() => server.close());
+  const serverPort = await listen(server, '0.0.0.0');
+
+  const ePort = await freePort();
+  const daemon = await startDaemon('ours', ['-e', '-s', `[127.0.0.1]:${ePort}`, '-t', `[127.0.0.1]:${serverPort}`, '-k', keyPath, '-b', '[127.0.0.2]'], { port: ePort });
+  t.teardown(() => daemon.stop());
+  t.is((await exchange({ port: ePort }, Buffer.from('x'))).received.toString(), 'ok');
+
+  const spipe = spawn(process.execPath, [OUR_SPIPE, '-t', `[127.0.0.1]:${serverPort}`, '-k', keyPath, '-b', '[127.0.0.3]:0']);
+  let spipeOut = '';
+  spipe.stdout.on('data', (chunk: Buffer) => (spipeOut += chunk.toString()));
+  spipe.stdin.end('x');
+  t.is(await new Promise((resolve) => spipe.on('close', resolve)), 0);
+  t.is(spipeOut, 'ok');
+
+  const stream = await connect({ target: `[127.0.0.1]:${serverPort}`, key: keyPath, bind: '[127.0.0.4]' });
+  stream.resume();
+  await new Promise((resolve) => stream.on('end', resolve));
+  t.deepEqual(peers, ['127.0.0.2', '127.0.0.3', '127.0.0.4']);
+});
