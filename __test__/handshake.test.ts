@@ -5,7 +5,6 @@
 
 import test from 'ava';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import {
   DH_ONE,
   MODP14_PRIME,
@@ -21,6 +20,7 @@ import {
 } from 'spiped-native/handshake';
 import { SpipedError } from 'spiped-native';
 import { loadFastSession, loadVector } from './helpers/vectors.js';
+import { socketPair } from './helpers/processes.js';
 
 const errorCode = (err: unknown): string | undefined => (err instanceof SpipedError ? err.code : undefined);
 
@@ -89,19 +89,6 @@ test('shared values agree, and degenerate peer values give the mathematically ri
   t.true(computeSharedValue(a, pMinusOne).equals(odd ? pMinusOne : DH_ONE), '(p-1)^x = ±1 by parity of x');
 });
 
-/** A connected pair of loopback sockets. */
-async function socketPair(): Promise<[Socket, Socket]> {
-  return new Promise((resolve) => {
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (accepted) => {
-      server.close();
-      resolve([client, accepted]);
-    });
-    let client: Socket;
-    server.listen(0, '127.0.0.1', () => {
-      client = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-    });
-  });
-}
 
 const options = (role: 'client' | 'server', key: Buffer, extra: Partial<HandshakeOptions> = {}): HandshakeOptions => ({
   role,

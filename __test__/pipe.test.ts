@@ -4,8 +4,8 @@
 
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { PacketAssembler, PacketOpener, PacketSealer, SpipedError, pipePackets } from 'spiped-native';
+import { socketPair } from './helpers/processes.js';
 
 const keys = (): [Buffer, Buffer] => [randomBytes(32), randomBytes(32)];
 
@@ -48,19 +48,6 @@ test('a damaged packet in a batch throws EBADPACKET and yields nothing, then not
   t.throws(() => assembler.push(new PacketSealer(enc, mac, 5n).seal(Buffer.from('x'))));
 });
 
-/** A connected pair of loopback sockets (client side, accepted side), both half-open capable and paused. */
-async function socketPair(): Promise<[Socket, Socket]> {
-  return new Promise((resolve) => {
-    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (accepted) => {
-      server.close();
-      resolve([client, accepted]);
-    });
-    let client: Socket;
-    server.listen(0, '127.0.0.1', () => {
-      client = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-    });
-  });
-}
 
 test('an EOF that arrived before the pipe was wired up still reaches the other side', async (t) => {
   const [enc, mac] = keys();

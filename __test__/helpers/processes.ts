@@ -228,3 +228,17 @@ export function startRelay(listenPort: number, targetPort: number, firstTamper: 
     server.listen(listenPort, '127.0.0.1', () => resolve(server));
   });
 }
+
+/** A connected pair of loopback sockets [client side, accepted side], half-open capable; the accepted side starts paused. */
+export function socketPair(): Promise<[Socket, Socket]> {
+  return new Promise((resolve) => {
+    let client: Socket;
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (accepted) => {
+      server.close();
+      resolve([client, accepted]);
+    });
+    server.listen(0, '127.0.0.1', () => {
+      client = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+    });
+  });
+}
