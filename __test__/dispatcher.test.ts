@@ -22,6 +22,7 @@ test('-r: the target is re-resolved on schedule, and a failed lookup keeps the o
   const backend = (name: string): Server =>
     createServer({ key, fast: true }, (plain) => {
       seen.push(name);
+      plain.resume(); // read to the peer's EOF, so that the connection can close
       plain.end(name);
     });
   const first = backend('first');
@@ -54,7 +55,7 @@ test('-r: the target is re-resolved on schedule, and a failed lookup keeps the o
   });
   const warnings: string[] = [];
   dispatcher.on('warning', (message) => warnings.push(message));
-  t.teardown(() => void dispatcher.close());
+  t.teardown(() => dispatcher.close());
   const port = (dispatcher.address() as { port: number }).port;
 
   t.is((await exchange({ port }, Buffer.from('x'))).received.toString(), 'first');
@@ -74,6 +75,7 @@ test('-b: outgoing connections of spiped, spipe and connect() leave from the bin
   // The decrypting side is our library server; it records where each connection came from.
   const server = createServer({ key: keyPath }, (plain) => {
     peers.push(plain.socket.remoteAddress ?? '?');
+    plain.resume();
     plain.end('ok');
   });
   t.teardown(() => server.close());
@@ -93,6 +95,7 @@ test('-b: outgoing connections of spiped, spipe and connect() leave from the bin
 
   const stream = await connect({ target: `[127.0.0.1]:${serverPort}`, key: keyPath, bind: '[127.0.0.4]' });
   stream.resume();
-  await new Promise((resolve) => stream.on('end', resolve));
+  stream.end();
+  await new Promise((resolve) => stream.on('close', resolve));
   t.deepEqual(peers, ['127.0.0.2', '127.0.0.3', '127.0.0.4']);
 });
