@@ -24,8 +24,8 @@ export class PacketAssembler {
     return this.partialLength > 0;
   }
 
-  /** Feeds `chunk`; returns the plaintext of every packet it completes (empty if none); throws EBADPACKET. */
-  push(chunk: Buffer): Buffer {
+  /** Feeds `chunk`; returns the plaintext of every packet it completes (empty if none), in a buffer from `allocate`; throws EBADPACKET. */
+  push(chunk: Buffer, allocate: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
     let offset = 0;
     if (this.partialLength > 0) {
       offset = Math.min(PACKET_LEN - this.partialLength, chunk.length);
@@ -36,9 +36,9 @@ export class PacketAssembler {
     const wholeLength = chunk.length - offset - ((chunk.length - offset) % PACKET_LEN);
     const completed = this.partialLength === PACKET_LEN ? 1 : 0;
     const packetCount = completed + wholeLength / PACKET_LEN;
-    let plaintext = EMPTY;
+    let plaintext: Buffer = EMPTY;
     if (packetCount > 0) {
-      plaintext = Buffer.allocUnsafe(packetCount * MAX_PAYLOAD);
+      plaintext = allocate(packetCount * MAX_PAYLOAD);
       let written = 0;
       try {
         if (completed) written += this.opener.openInto(this.partial, plaintext, 0);
@@ -58,6 +58,28 @@ export class PacketAssembler {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Size of a pooled slab: one 64 KiB socket read sealed (64 packets of 1060 bytes). */
+const SLAB_SIZE = 64 * PACKET_LEN;
+
+/**
+ * Output buffers for one direction of a pipe, reused once the socket has handed
+ * them to the kernel (the write callback), so the hot path allocates nothing.
+ */
+class SlabPool {
+  private readonly free: Buffer[] = [];
+
+  /** A buffer of at least `size` bytes, recycled when possible. */
+  take(size: number): Buffer {
+    const slab = this.free.pop();
+    return slab !== undefined && slab.length >= size ? slab : Buffer.allocUnsafeSlow(Math.max(size, SLAB_SIZE));
+  }
+
+  /** Returns `slab` for reuse; its contents must no longer be needed. */
+  give(slab: Buffer): void {
+    if (this.free.length < 4) this.free.push(slab);
+  }
+}
 
 /** Wires up both directions between `plain` and `encrypted`; resolves once both sockets closed cleanly, rejects with the first error after destroying both. */
 export function pipePackets(
@@ -84,32 +106,41 @@ export function pipePackets(
     const assembler = new PacketAssembler(coders.opener);
 
     // Plaintext -> packets.
+    const sealedSlabs = new SlabPool();
     plain.on('data', (chunk: Buffer) => {
       if (failure !== null) return;
-      let packets: Buffer;
+      const slab = sealedSlabs.take(Math.ceil(chunk.length / MAX_PAYLOAD) * PACKET_LEN);
+      let length: number;
       try {
-        packets = coders.sealer.seal(chunk);
+        length = coders.sealer.sealInto(chunk, slab, 0);
       } catch (err) {
         fail(err, 'Sealing failed');
         return;
       }
-      if (!encrypted.write(packets)) plain.pause();
+      if (!encrypted.write(slab.subarray(0, length), () => sealedSlabs.give(slab))) plain.pause();
     });
     encrypted.on('drain', () => plain.resume());
     const onPlainEnd = (): void => void encrypted.end();
     plain.on('end', onPlainEnd);
 
     // Packets -> plaintext.
+    const openedSlabs = new SlabPool();
+    let slab: Buffer | null = null;
+    const takeSlab = (size: number): Buffer => (slab = openedSlabs.take(size));
     encrypted.on('data', (chunk: Buffer) => {
       if (failure !== null) return;
       let plaintext: Buffer;
+      slab = null;
       try {
-        plaintext = assembler.push(chunk);
+        plaintext = assembler.push(chunk, takeSlab);
       } catch (err) {
         fail(err, 'Bad packet');
         return;
       }
-      if (plaintext.length > 0 && !plain.write(plaintext)) encrypted.pause();
+      const written = slab as Buffer | null; // set by takeSlab during push()
+      if (plaintext.length > 0 && !plain.write(plaintext, () => written !== null && openedSlabs.give(written))) {
+        encrypted.pause();
+      }
     });
     plain.on('drain', () => encrypted.resume());
     const onEncryptedEnd = (): void => {
