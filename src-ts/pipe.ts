@@ -61,23 +61,27 @@ const EMPTY = Buffer.alloc(0);
 
 /** Size of a pooled slab: one 64 KiB socket read sealed (64 packets of 1060 bytes). */
 const SLAB_SIZE = 64 * PACKET_LEN;
+/** Outputs up to this size are not worth a slab. */
+const SMALL_OUTPUT = 4 * PACKET_LEN;
 
 /**
  * Output buffers for one direction of a pipe, reused once the socket has handed
- * them to the kernel (the write callback), so the hot path allocates nothing.
+ * them to the kernel (the write callback), so bulk transfers allocate nothing
+ * per chunk. Small outputs (interactive traffic) come from Node's buffer pool.
  */
 class SlabPool {
   private readonly free: Buffer[] = [];
 
-  /** A buffer of at least `size` bytes, recycled when possible. */
+  /** A buffer of at least `size` bytes: a recycled slab for bulk sizes, else a small pooled Buffer. */
   take(size: number): Buffer {
+    if (size <= SMALL_OUTPUT) return Buffer.allocUnsafe(size);
     const slab = this.free.pop();
     return slab !== undefined && slab.length >= size ? slab : Buffer.allocUnsafeSlow(Math.max(size, SLAB_SIZE));
   }
 
-  /** Returns `slab` for reuse; its contents must no longer be needed. */
-  give(slab: Buffer): void {
-    if (this.free.length < 4) this.free.push(slab);
+  /** Returns a buffer from take() once its contents are no longer needed. */
+  give(buffer: Buffer): void {
+    if (buffer.length >= SLAB_SIZE && this.free.length < 4) this.free.push(buffer);
   }
 }
 
