@@ -79,9 +79,10 @@ class SlabPool {
     return slab !== undefined && slab.length >= size ? slab : Buffer.allocUnsafeSlow(Math.max(size, SLAB_SIZE));
   }
 
-  /** Returns a buffer from take() once its contents are no longer needed. */
-  give(buffer: Buffer): void {
-    if (buffer.length >= SLAB_SIZE && this.free.length < 4) this.free.push(buffer);
+  /** Returns a buffer from take(), or a view of one, once its contents are no longer needed. */
+  give(view: Buffer): void {
+    // A slab owns its whole ArrayBuffer (allocUnsafeSlow); small buffers share Node's pool and are left alone.
+    if (view.buffer.byteLength >= SLAB_SIZE && this.free.length < 4) this.free.push(Buffer.from(view.buffer));
   }
 }
 
@@ -121,7 +122,8 @@ export function pipePackets(
         fail(err, 'Sealing failed');
         return;
       }
-      if (!encrypted.write(slab.subarray(0, length), () => sealedSlabs.give(slab))) plain.pause();
+      const packets = slab.subarray(0, length);
+      if (!encrypted.write(packets, () => sealedSlabs.give(packets))) plain.pause();
     });
     encrypted.on('drain', () => plain.resume());
     const onPlainEnd = (): void => void encrypted.end();
@@ -129,22 +131,17 @@ export function pipePackets(
 
     // Packets -> plaintext.
     const openedSlabs = new SlabPool();
-    let slab: Buffer | null = null;
-    const takeSlab = (size: number): Buffer => (slab = openedSlabs.take(size));
+    const takeSlab = (size: number): Buffer => openedSlabs.take(size);
     encrypted.on('data', (chunk: Buffer) => {
       if (failure !== null) return;
       let plaintext: Buffer;
-      slab = null;
       try {
         plaintext = assembler.push(chunk, takeSlab);
       } catch (err) {
         fail(err, 'Bad packet');
         return;
       }
-      const written = slab as Buffer | null; // set by takeSlab during push()
-      if (plaintext.length > 0 && !plain.write(plaintext, () => written !== null && openedSlabs.give(written))) {
-        encrypted.pause();
-      }
+      if (plaintext.length > 0 && !plain.write(plaintext, () => openedSlabs.give(plaintext))) encrypted.pause();
     });
     plain.on('drain', () => encrypted.resume());
     const onEncryptedEnd = (): void => {
