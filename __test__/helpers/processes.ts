@@ -3,12 +3,12 @@
 // and a client that sends bytes and collects the reply.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomInt } from 'node:crypto';
 
 /** The repository root (tests run from build/__test__/...). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -44,20 +44,85 @@ export function writeKey(dir: string, name = 'key', length = 32): string {
   return path;
 }
 
-/** Resolves to a TCP port on 127.0.0.1 that was free a moment ago. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports for daemons under test come from below the kernel's ephemeral range, so
+ * no `listen(0)` or outgoing connection of a concurrently running test file can
+ * take one between our check and the daemon's bind(). Each port is claimed with
+ * an O_EXCL lock file shared by every ava worker, so two test files never get
+ * the same one; a claim older than PORT_CLAIM_TTL_MS counts as free again.
+ */
+const PORT_LOCK_DIR = join(tmpdir(), 'spiped-native-test-ports');
+const PORT_CLAIM_TTL_MS = 10 * 60 * 1000;
+
+/** The [first, last] ports tests may claim: from 20000 up to just below the ephemeral range. */
+function claimablePorts(): [number, number] {
+  const [ephemeralLow = 32768] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  return [Math.max(1025, Math.min(20000, ephemeralLow - 1000)), ephemeralLow - 1];
+}
+
+/** Claims `port` for this test run via its lock file; false when another claim is live. */
+function claimPort(port: number): boolean {
+  const lock = join(PORT_LOCK_DIR, String(port));
+  try {
+    closeSync(openSync(lock, 'wx'));
+    return true;
+  } catch {
+    try {
+      if (Date.now() - statSync(lock).mtimeMs < PORT_CLAIM_TTL_MS) return false;
+      rmSync(lock, { force: true });
+      closeSync(openSync(lock, 'wx'));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** True when a listener can bind `port` on `host` right now. */
+function canBind(port: number, host: string): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = createServer();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, host, () => server.close(() => resolve(true)));
   });
 }
 
-/** True when a socket is listening at `address`, read from /proc (no probe connection, which a daemon would serve). */
-function isListening(address: { port: number; host?: string } | { path: string }): boolean {
+/** Resolves to a TCP port on `host` claimed for this caller alone (see PORT_LOCK_DIR) and bindable now. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  mkdirSync(PORT_LOCK_DIR, { recursive: true });
+  const [first, last] = claimablePorts();
+  const span = last - first + 1;
+  const start = randomInt(span);
+  for (let i = 0; i < span; i += 1) {
+    const port = first + ((start + i) % span);
+    if (claimPort(port) && (await canBind(port, host))) return port;
+  }
+  throw new Error(`no free port in ${first}-${last}`);
+}
+
+/** The socket inodes open in process `pid` (empty once it has exited). */
+function socketInodes(pid: number): Set<string> {
+  const inodes = new Set<string>();
+  try {
+    for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+      try {
+        const match = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`));
+        if (match) inodes.add(match[1]!);
+      } catch {
+        // the fd closed while we looked
+      }
+    }
+  } catch {
+    // the process is gone
+  }
+  return inodes;
+}
+
+/**
+ * True when a socket is listening at `address` (and, given `pid`, that process
+ * holds it), read from /proc: no probe connection, which a daemon would serve.
+ */
+function isListening(address: { port: number; host?: string } | { path: string }, pid?: number): boolean {
   if ('path' in address) {
     try {
       return statSync(address.path).isSocket();
@@ -66,21 +131,27 @@ function isListening(address: { port: number; host?: string } | { path: string }
     }
   }
   const port = address.port.toString(16).toUpperCase().padStart(4, '0');
+  const owned = pid === undefined ? undefined : socketInodes(pid);
   return ['/proc/net/tcp', '/proc/net/tcp6'].some((table) =>
     readFileSync(table, 'utf8')
       .split('\n')
       .some((line) => {
         const fields = line.trim().split(/\s+/);
-        return fields[1]?.endsWith(`:${port}`) === true && fields[3] === '0A'; // 0A = LISTEN
+        const listening = fields[1]?.endsWith(`:${port}`) === true && fields[3] === '0A'; // 0A = LISTEN
+        return listening && (owned === undefined || owned.has(fields[9] ?? ''));
       }),
   );
 }
 
-/** Resolves once something listens at `address` (port or Unix path), or rejects after `timeoutMs`. */
-export async function waitForListener(address: { port: number; host?: string } | { path: string }, timeoutMs = 5000): Promise<void> {
+/** Resolves once something (given `pid`, that process) listens at `address` (port or Unix path), or rejects after `timeoutMs`. */
+export async function waitForListener(
+  address: { port: number; host?: string } | { path: string },
+  timeoutMs = 5000,
+  pid?: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!isListening(address)) {
-    if (Date.now() > deadline) throw new Error(`nothing listening at ${JSON.stringify(address)}`);
+  while (!isListening(address, pid)) {
+    if (Date.now() > deadline) throw new Error(`nothing listening at ${JSON.stringify(address)}${pid === undefined ? '' : ` in pid ${pid}`}`);
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
@@ -107,7 +178,7 @@ export async function startDaemon(
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   try {
     await Promise.race([
-      waitForListener(listen),
+      waitForListener(listen, 5000, child.pid),
       exited.then(() => Promise.reject(new Error(`${impl} spiped exited early: ${stderr}`))),
     ]);
   } catch (err) {
