@@ -2,7 +2,7 @@
 // our daemon and theirs in both roles, PFS and -f, spipe both ways, Unix and
 // IPv6 addresses, and what each does with a wrong key, garbage and tampering.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -28,6 +28,36 @@ const loopback = (port: number): string => `[127.0.0.1]:${port}`;
 /** Sizes every pairing carries, both directions at once through an echo server. */
 const SIZES = [0, 1, 1024, 1025, 3 * 1024 * 1024 + 17];
 
+/** Starts `decryptor` -d and `encryptor` -e in front of an echo server and checks every size, then 4 at once. */
+async function echoThroughPair(
+  t: ExecutionContext,
+  [encryptor, eFlags]: readonly [Impl, readonly string[]],
+  [decryptor, dFlags]: readonly [Impl, readonly string[]],
+  env: NodeJS.ProcessEnv = {},
+): Promise<void> {
+  const { dir, cleanup } = tempDir();
+  t.teardown(cleanup);
+  const key = writeKey(dir, 'key', 100);
+  const echo = await startEchoServer();
+  t.teardown(() => echo.server.close());
+  const [dPort, ePort] = [await freePort(), await freePort()];
+  const daemons: Daemon[] = [];
+  t.teardown(() => Promise.all(daemons.map((d) => d.stop())));
+  daemons.push(await startDaemon(decryptor, ['-d', '-s', loopback(dPort), '-t', loopback(echo.port), '-k', key, ...dFlags], { port: dPort }, env));
+  daemons.push(await startDaemon(encryptor, ['-e', '-s', loopback(ePort), '-t', loopback(dPort), '-k', key, ...eFlags], { port: ePort }, env));
+  for (const size of SIZES) {
+    const data = randomBytes(size);
+    const result = await exchange({ port: ePort }, data);
+    t.is(result.ended, 'eof', `${size} bytes: connection ended by EOF`);
+    t.true(result.received.equals(data), `${size} bytes came back intact (got ${result.received.length})`);
+  }
+  const parallel = await Promise.all([1, 2, 3, 4].map(() => {
+    const data = randomBytes(512 * 1024 + 3);
+    return exchange({ port: ePort }, data).then((result) => result.received.equals(data));
+  }));
+  t.deepEqual(parallel, [true, true, true, true]);
+}
+
 for (const encryptor of IMPLS) {
   for (const decryptor of IMPLS) {
     for (const [label, eFlags, dFlags] of [
@@ -36,29 +66,14 @@ for (const encryptor of IMPLS) {
       ['-f client, PFS server', ['-f'], []],
       ['PFS client, -g server', [], ['-g']],
     ] as const) {
-      test.serial(`${encryptor} -e → ${decryptor} -d (${label}): echo of ${SIZES.join(', ')} bytes and 4 at once`, async (t) => {
-        const { dir, cleanup } = tempDir();
-        t.teardown(cleanup);
-        const key = writeKey(dir, 'key', 100);
-        const echo = await startEchoServer();
-        t.teardown(() => echo.server.close());
-        const [dPort, ePort] = [await freePort(), await freePort()];
-        const daemons: Daemon[] = [];
-        t.teardown(() => Promise.all(daemons.map((d) => d.stop())));
-        daemons.push(await startDaemon(decryptor, ['-d', '-s', loopback(dPort), '-t', loopback(echo.port), '-k', key, ...dFlags], { port: dPort }));
-        daemons.push(await startDaemon(encryptor, ['-e', '-s', loopback(ePort), '-t', loopback(dPort), '-k', key, ...eFlags], { port: ePort }));
-        for (const size of SIZES) {
-          const data = randomBytes(size);
-          const result = await exchange({ port: ePort }, data);
-          t.is(result.ended, 'eof', `${size} bytes: connection ended by EOF`);
-          t.true(result.received.equals(data), `${size} bytes came back intact (got ${result.received.length})`);
-        }
-        const parallel = await Promise.all([1, 2, 3, 4].map(() => {
-          const data = randomBytes(512 * 1024 + 3);
-          return exchange({ port: ePort }, data).then((result) => result.received.equals(data));
-        }));
-        t.deepEqual(parallel, [true, true, true, true]);
-      });
+      test.serial(`${encryptor} -e → ${decryptor} -d (${label}): echo of ${SIZES.join(', ')} bytes and 4 at once`, (t) =>
+        echoThroughPair(t, [encryptor, eFlags], [decryptor, dFlags]),
+      );
+    }
+    if (encryptor === 'ours' || decryptor === 'ours') {
+      test.serial(`${encryptor} -e → ${decryptor} -d, ours reading by 'data' events (SPIPED_NATIVE_USER_BUFFER=0): echo of every size`, (t) =>
+        echoThroughPair(t, [encryptor, []], [decryptor, []], { SPIPED_NATIVE_USER_BUFFER: '0' }),
+      );
     }
   }
 }

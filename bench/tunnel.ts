@@ -9,7 +9,7 @@
 // Prints a table (ours, C, ours/C) and the crypto backend; --json prints one object.
 // Options: --size <MiB> (1024), --quick, --json, --only ours|c, --rounds <n> (median,
 // order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3, plus as long a
-// warm-up), and for profiling/A-B runs only:
+// warm-up), --rtt-count <n> (10000 round trips, after 2000 more), and for profiling/A-B runs only:
 // --node-arg <flag> (repeatable, e.g. --cpu-prof) and --ours-cli <path to spiped.js>.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -45,7 +45,7 @@ interface Options {
 /** Parses argv into Options; exits 2 with a message on bad usage. */
 function parseOptions(argv: readonly string[]): Options {
   const usage = (msg: string): never => {
-    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--rounds <n>]\n       [--phases bulk,rtt,conn] [--conn-seconds <s>] [--node-arg <flag>]... [--ours-cli <file.js>]\n`);
+    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--rounds <n>]\n       [--phases bulk,rtt,conn] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n`);
     process.exit(2);
   };
   let size: number | null = null;
@@ -55,6 +55,7 @@ function parseOptions(argv: readonly string[]): Options {
   let rounds = 1;
   let phases: Phase[] = [...ALL_PHASES];
   let connSeconds: number | null = null;
+  let rttCount: number | null = null;
   const nodeArgs: string[] = [];
   let oursCli = join(ROOT, 'dist/cli/spiped.js');
   for (let i = 0; i < argv.length; i++) {
@@ -79,6 +80,9 @@ function parseOptions(argv: readonly string[]): Options {
       const list = value().split(',');
       if (list.some((x) => !ALL_PHASES.includes(x as Phase))) usage(`--phases takes a list of ${ALL_PHASES.join(',')}`);
       phases = list as Phase[];
+    } else if (a === '--rtt-count') {
+      rttCount = Number(value());
+      if (!Number.isInteger(rttCount) || rttCount < 1) usage('--rtt-count must be a positive integer');
     } else if (a === '--node-arg') nodeArgs.push(value());
     else if (a === '--ours-cli') oursCli = value();
     else usage(`unknown option ${a}`);
@@ -91,7 +95,7 @@ function parseOptions(argv: readonly string[]): Options {
     rounds,
     phases,
     connSeconds: connSeconds ?? (quick ? 0.3 : 3),
-    rttCount: quick ? 300 : 2000,
+    rttCount: rttCount ?? (quick ? 1000 : 10_000),
     oursCli,
     nodeArgs,
   };
@@ -471,7 +475,10 @@ interface RttResult {
   mean: number;
 }
 
-/** `count` sequential 1-byte echoes over one connection (after 1000 warm-up ones); returns percentiles in µs. */
+/** Round trips before the measured ones (JIT tiering, socket buffers), for both implementations alike. */
+const RTT_WARM_UP = 2000;
+
+/** `count` sequential 1-byte echoes over one connection (after RTT_WARM_UP unmeasured ones); returns percentiles in µs. */
 async function roundTrips(p: Pair, server: TargetServer, count: number): Promise<RttResult> {
   server.mode = 'echo';
   const s = await dial(p.entryPort);
@@ -492,7 +499,7 @@ async function roundTrips(p: Pair, server: TargetServer, count: number): Promise
       10_000,
       'round trip',
     );
-  for (let i = 0; i < 1000; i++) await once();
+  for (let i = 0; i < RTT_WARM_UP; i++) await once();
   const samples = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     const t0 = process.hrtime.bigint();
@@ -609,7 +616,7 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
   const out = [
     `spiped tunnel benchmark: client -> E(-e) -> D(-d) -> server on 127.0.0.1, both daemons -F -n 0, same key`,
     `crypto backend (ours): ${backend}`,
-    `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips after 1000; rounds ${OPTS.rounds} (median)`,
+    `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips after ${RTT_WARM_UP}; rounds ${OPTS.rounds} (median)`,
     `cpus ${cpus().length} x ${cpus()[0]?.model ?? '?'}; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}; node ${process.version}`,
     '',
     line(rows[0]!),

@@ -7,6 +7,7 @@
 import type { Socket } from 'node:net';
 import { MAX_PAYLOAD, PACKET_LEN, type PacketOpener, type PacketSealer } from './crypto/index.js';
 import { SpipedError, asSpipedError } from './errors.js';
+import { READ_BUFFER_SIZE, readChunks } from './socket-reads.js';
 
 /** Reassembles an encrypted byte stream into whole packets and opens them. */
 export class PacketAssembler {
@@ -59,15 +60,18 @@ export class PacketAssembler {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Size of a pooled slab: one 64 KiB socket read sealed (64 packets of 1060 bytes). */
-const SLAB_SIZE = 64 * PACKET_LEN;
+/** Size of a pooled slab: one full shared-buffer read, sealed (READ_BUFFER_SIZE / 1024 packets). */
+const SLAB_SIZE = (READ_BUFFER_SIZE / MAX_PAYLOAD) * PACKET_LEN;
 /** Outputs up to this size are not worth a slab. */
 const SMALL_OUTPUT = 4 * PACKET_LEN;
+/** Free slabs kept for reuse, process-wide (about 2 MiB). */
+const MAX_FREE_SLABS = 8;
 
 /**
- * Output buffers for one direction of a pipe, reused once the socket has handed
+ * Output buffers of every pipe in the process, reused once a socket has handed
  * them to the kernel (the write callback), so bulk transfers allocate nothing
- * per chunk. Small outputs (interactive traffic) come from Node's buffer pool.
+ * per chunk and idle connections hold none. Small outputs (interactive
+ * traffic) come from Node's buffer pool.
  */
 class SlabPool {
   private readonly free: Buffer[] = [];
@@ -82,9 +86,12 @@ class SlabPool {
   /** Returns a buffer from take(), or a view of one, once its contents are no longer needed. */
   give(view: Buffer): void {
     // A slab owns its whole ArrayBuffer (allocUnsafeSlow); small buffers share Node's pool and are left alone.
-    if (view.buffer.byteLength >= SLAB_SIZE && this.free.length < 4) this.free.push(Buffer.from(view.buffer));
+    if (view.buffer.byteLength >= SLAB_SIZE && this.free.length < MAX_FREE_SLABS) this.free.push(Buffer.from(view.buffer));
   }
 }
+
+const slabs = new SlabPool();
+const takeSlab = (size: number): Buffer => slabs.take(size);
 
 /** Wires up both directions between `plain` and `encrypted`; resolves once both sockets closed cleanly, rejects with the first error after destroying both. */
 export function pipePackets(
@@ -111,10 +118,9 @@ export function pipePackets(
     const assembler = new PacketAssembler(coders.opener);
 
     // Plaintext -> packets.
-    const sealedSlabs = new SlabPool();
-    plain.on('data', (chunk: Buffer) => {
+    const sealChunk = (chunk: Buffer): void => {
       if (failure !== null) return;
-      const slab = sealedSlabs.take(Math.ceil(chunk.length / MAX_PAYLOAD) * PACKET_LEN);
+      const slab = slabs.take(Math.ceil(chunk.length / MAX_PAYLOAD) * PACKET_LEN);
       let length: number;
       try {
         length = coders.sealer.sealInto(chunk, slab, 0);
@@ -123,16 +129,14 @@ export function pipePackets(
         return;
       }
       const packets = slab.subarray(0, length);
-      if (!encrypted.write(packets, () => sealedSlabs.give(packets))) plain.pause();
-    });
+      if (!encrypted.write(packets, () => slabs.give(packets))) plain.pause();
+    };
     encrypted.on('drain', () => plain.resume());
     const onPlainEnd = (): void => void encrypted.end();
     plain.on('end', onPlainEnd);
 
     // Packets -> plaintext.
-    const openedSlabs = new SlabPool();
-    const takeSlab = (size: number): Buffer => openedSlabs.take(size);
-    encrypted.on('data', (chunk: Buffer) => {
+    const openChunk = (chunk: Buffer): void => {
       if (failure !== null) return;
       let plaintext: Buffer;
       try {
@@ -141,8 +145,8 @@ export function pipePackets(
         fail(err, 'Bad packet');
         return;
       }
-      if (plaintext.length > 0 && !plain.write(plaintext, () => openedSlabs.give(plaintext))) encrypted.pause();
-    });
+      if (plaintext.length > 0 && !plain.write(plaintext, () => slabs.give(plaintext))) encrypted.pause();
+    };
     plain.on('drain', () => encrypted.resume());
     const onEncryptedEnd = (): void => {
       if (assembler.hasPartialPacket) fail(new SpipedError('EBADPACKET', 'Connection ended inside a packet'), '');
@@ -150,9 +154,9 @@ export function pipePackets(
     };
     encrypted.on('end', onEncryptedEnd);
 
-    for (const [socket, side] of [
-      [plain, 'plaintext'],
-      [encrypted, 'encrypted'],
+    for (const [socket, side, onChunk] of [
+      [plain, 'plaintext', sealChunk],
+      [encrypted, 'encrypted', openChunk],
     ] as const) {
       socket.on('error', (err) => fail(err, `Error on the ${side} socket`));
       if (socket.destroyed) fail(new SpipedError('ECLOSED', `The ${side} socket closed before data could flow`), '');
@@ -164,6 +168,7 @@ export function pipePackets(
         if (hadError) fail(new SpipedError('ECLOSED', `The ${side} socket closed with an error`), '');
         onClose();
       });
+      readChunks(socket, onChunk);
       socket.resume();
     }
     // An EOF can arrive (and 'end' be emitted) while the handshake or the target connection is under way.

@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import { SpipedError, asSpipedError } from './errors.js';
 import type { Session } from './handshake.js';
 import { PacketAssembler } from './pipe.js';
+import { readChunks } from './socket-reads.js';
 
 /** A plaintext Duplex over `socket`, whose handshake produced `session`. */
 export class SecureStream extends Duplex {
@@ -22,7 +23,7 @@ export class SecureStream extends Duplex {
     this.socket = socket;
     this.session = session;
     this.assembler = new PacketAssembler(session.opener);
-    socket.on('data', (chunk: Buffer) => {
+    readChunks(socket, (chunk: Buffer) => {
       let plaintext: Buffer;
       try {
         plaintext = this.assembler.push(chunk);

@@ -163,15 +163,16 @@ export interface Daemon {
   stop: () => Promise<void>;
 }
 
-/** Starts spiped (ours or C) in the foreground with `args` and waits until `listen` accepts. */
+/** Starts spiped (ours or C) in the foreground with `args` (and `env` added to ours) and waits until it listens at `listen`. */
 export async function startDaemon(
   impl: Impl,
   args: string[],
   listen: { port: number; host?: string } | { path: string },
+  env: NodeJS.ProcessEnv = {},
 ): Promise<Daemon> {
   const child =
     impl === 'ours'
-      ? spawn(process.execPath, [OUR_SPIPED, '-F', ...args], { stdio: ['ignore', 'ignore', 'pipe'] })
+      ? spawn(process.execPath, [OUR_SPIPED, '-F', ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } })
       : spawn(C_SPIPED, ['-F', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
