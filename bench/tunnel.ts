@@ -473,6 +473,8 @@ interface RttResult {
   p50: number;
   p99: number;
   mean: number;
+  cpuE: number; // CPU µs of E per round trip
+  cpuD: number;
 }
 
 /** Round trips before the measured ones (JIT tiering, socket buffers), for both implementations alike. */
@@ -500,16 +502,19 @@ async function roundTrips(p: Pair, server: TargetServer, count: number): Promise
       'round trip',
     );
   for (let i = 0; i < RTT_WARM_UP; i++) await once();
+  const cpu0 = [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)];
   const samples = new Float64Array(count);
   for (let i = 0; i < count; i++) {
     const t0 = process.hrtime.bigint();
     await once();
     samples[i] = Number(process.hrtime.bigint() - t0) / 1e3;
   }
+  const cpuE = ((cpuSeconds(p.e.pid) - (cpu0[0] ?? 0)) / count) * 1e6;
+  const cpuD = ((cpuSeconds(p.d.pid) - (cpu0[1] ?? 0)) / count) * 1e6;
   s.destroy();
   samples.sort();
   const pct = (q: number): number => samples[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
-  return { p50: pct(0.5), p99: pct(0.99), mean: samples.reduce((a, b) => a + b, 0) / count };
+  return { p50: pct(0.5), p99: pct(0.99), mean: samples.reduce((a, b) => a + b, 0) / count, cpuE, cpuD };
 }
 
 // ---- one implementation, one round ----------------------------------------------------------
@@ -587,6 +592,7 @@ const METRICS: Metric[] = [
   { label: 'CPU ms per conn -f, E+D', get: (r) => r.connFast && r.connFast.cpuE + r.connFast.cpuD, digits: 2 },
   { label: '1-byte RTT p50 (µs)', get: (r) => r.rtt?.p50, digits: 0 },
   { label: '1-byte RTT p99 (µs)', get: (r) => r.rtt?.p99, digits: 0 },
+  { label: 'CPU µs per round trip, E+D', get: (r) => (r.rtt === undefined ? undefined : r.rtt.cpuE + r.rtt.cpuD), digits: 1 },
 ];
 
 /** Median of the defined, finite values of `xs`; undefined if there are none. */
