@@ -74,13 +74,28 @@ test('y >= p is refused even with a valid HMAC', (t) => {
   t.true(verifyDhMessage(dhmac, authenticateDhValue(dhmac, below), false).equals(below));
 });
 
+/** base^exponent mod modulus, by square-and-multiply (test reference only: not constant time). */
+function modPow(base: bigint, exponent: bigint, modulus: bigint): bigint {
+  let result = 1n;
+  let square = base % modulus;
+  for (let e = exponent; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * square) % modulus;
+    square = (square * square) % modulus;
+  }
+  return result;
+}
+
 test('shared values agree, and degenerate peer values give the mathematically right answer', (t) => {
   const a = createDhContribution(false);
   const b = createDhContribution(false);
   t.is(a.y.length, 256);
   t.is(a.exponent!.length, 33);
   t.is(a.exponent![0], 0x04, 'x = 2^258 + 256 random bits');
+  // One DiffieHellman object serves the whole process: each y must come from its own exponent.
+  const p = BigInt(`0x${MODP14_PRIME.toString('hex')}`);
+  for (const own of [a, b]) t.is(BigInt(`0x${own.y.toString('hex')}`), modPow(2n, BigInt(`0x${own.exponent!.toString('hex')}`), p));
   t.true(computeSharedValue(a, b.y).equals(computeSharedValue(b, a.y)));
+  t.is(BigInt(`0x${computeSharedValue(b, a.y).toString('hex')}`), modPow(BigInt(`0x${a.y.toString('hex')}`), BigInt(`0x${b.exponent!.toString('hex')}`), p));
   t.true(computeSharedValue(a, DH_ONE).equals(DH_ONE), 'a -f peer gives y_SC = 1');
   t.true(computeSharedValue(a, Buffer.alloc(256)).equals(Buffer.alloc(256)), '0^x = 0');
   const pMinusOne = Buffer.from(MODP14_PRIME);

@@ -592,7 +592,7 @@ const METRICS: Metric[] = [
   { label: 'CPU ms per conn -f, E+D', get: (r) => r.connFast && r.connFast.cpuE + r.connFast.cpuD, digits: 2 },
   { label: '1-byte RTT p50 (µs)', get: (r) => r.rtt?.p50, digits: 0 },
   { label: '1-byte RTT p99 (µs)', get: (r) => r.rtt?.p99, digits: 0 },
-  { label: 'CPU µs per round trip, E+D', get: (r) => (r.rtt === undefined ? undefined : r.rtt.cpuE + r.rtt.cpuD), digits: 1 },
+  { label: 'CPU µs per round trip, E+D', get: (r) => r.rtt && r.rtt.cpuE + r.rtt.cpuD, digits: 1 },
 ];
 
 /** Median of the defined, finite values of `xs`; undefined if there are none. */

@@ -4,6 +4,7 @@
 // `handshake()` runs them over a socket.
 
 import {
+  type DiffieHellman,
   createDiffieHellman,
   createHmac,
   getDiffieHellman,
@@ -29,6 +30,34 @@ const PRIME_MINUS_ONE: Buffer = (() => {
   value[DH_LEN - 1]! -= 1; // p is odd, so no borrow
   return value;
 })();
+
+/**
+ * One group-14 DiffieHellman object per process, given each exponent in turn
+ * (Node is single-threaded, and each use below is synchronous). Creating one
+ * validates the prime, which blocks for about 0.4 s on Node 24+ (0.3 ms on Node
+ * 20), so it is created once: by prepareDiffieHellman() when a PFS server or
+ * daemon starts, else on the first PFS handshake. Each use clears its exponent
+ * again (see withExponent).
+ */
+let modp14: DiffieHellman | null = null;
+const CLEARED_EXPONENT = Buffer.from([1]);
+
+/** Creates the process's group-14 object now, so that no later handshake waits for it; idempotent. */
+export function prepareDiffieHellman(): DiffieHellman {
+  modp14 ??= createDiffieHellman(MODP14_PRIME, 2);
+  return modp14;
+}
+
+/** Runs `use` with the process's group-14 object holding `exponent`, then overwrites the exponent inside OpenSSL. */
+function withExponent<T>(exponent: Buffer, use: (dh: DiffieHellman) => T): T {
+  const dh = prepareDiffieHellman();
+  dh.setPrivateKey(exponent);
+  try {
+    return use(dh);
+  } finally {
+    dh.setPrivateKey(CLEARED_EXPONENT); // OpenSSL frees the old exponent with BN_clear_free
+  }
+}
 
 /** The DH value 1, as sent in fast mode (-f). */
 export const DH_ONE: Buffer = (() => {
@@ -81,9 +110,8 @@ export function createDhContribution(fast: boolean): DhContribution {
   const exponent = Buffer.alloc(33); // outside the shared pool, so that wiping it wipes the only copy
   exponent[0] = 0x04; // 2^258
   randomFillSync(exponent, 1);
-  const dh = createDiffieHellman(MODP14_PRIME, 2);
-  dh.setPrivateKey(exponent);
-  return { y: leftPad(dh.generateKeys()), exponent };
+  // generateKeys() keeps a private key already set and derives y = 2^x mod p from it.
+  return { y: leftPad(withExponent(exponent, (dh) => dh.generateKeys())), exponent };
 }
 
 /** Returns `y || HMAC-SHA256(dhmac, y)`, the 288-byte DH message. */
@@ -116,9 +144,7 @@ export function computeSharedValue(own: DhContribution, yPeer: Buffer): Buffer {
     const exponentIsEven = (own.exponent[own.exponent.length - 1]! & 1) === 0;
     return exponentIsEven ? DH_ONE : Buffer.from(PRIME_MINUS_ONE);
   }
-  const dh = createDiffieHellman(MODP14_PRIME, 2);
-  dh.setPrivateKey(own.exponent);
-  return leftPad(dh.computeSecret(yPeer));
+  return leftPad(withExponent(own.exponent, (dh) => dh.computeSecret(yPeer)));
 }
 
 /** dk_2 = PBKDF2-SHA256(K, nonce_C || nonce_S || y_SC, 1, 128), split E_C || H_C || E_S || H_S. */
