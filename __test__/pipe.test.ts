@@ -5,6 +5,7 @@
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
 import { PacketAssembler, PacketOpener, PacketSealer, SpipedError, pipePackets } from 'spiped-native';
+import { SlabPool } from 'spiped-native/pipe';
 import { socketPair } from './helpers/processes.js';
 
 const keys = (): [Buffer, Buffer] => [randomBytes(32), randomBytes(32)];
@@ -68,4 +69,37 @@ test('an EOF that arrived before the pipe was wired up still reaches the other s
   encryptedPeer.resume();
   await piped;
   t.true(plain.destroyed && encrypted.destroyed, 'both sockets closed once both directions ended');
+});
+
+test('slabs: the smaller size that fits; only slabs it lent come back, each once', (t) => {
+  const pool = new SlabPool();
+  t.is(pool.take(5 * 1060).length, 64 * 1060, 'a medium output takes a 64-packet slab');
+  t.is(pool.take(65 * 1060).length, 256 * 1060, 'a larger one a 256-packet slab');
+  t.is(pool.take(100).buffer.byteLength, Buffer.poolSize, 'a small one comes from Node\'s pool');
+  const overlaps = (a: Buffer, b: Buffer): boolean =>
+    a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
+
+  // A slab given back is reused; given back twice, it is still lent out only once.
+  const slab = pool.take(70_000);
+  pool.give(slab.subarray(0, 70_000));
+  pool.give(slab);
+  const again = pool.take(70_000);
+  t.is(again.buffer, slab.buffer, 'the slab was reused');
+  t.not(pool.take(70_000).buffer, slab.buffer, 'but not handed out twice');
+
+  // Node's shared pool, however large an application makes it, is never recycled as a slab.
+  const savedPoolSize = Buffer.poolSize;
+  Buffer.poolSize = 1 << 20;
+  try {
+    // The new size applies once the current pool is used up.
+    let pooled = Buffer.allocUnsafe(3000);
+    for (let i = 0; i < 10 && pooled.buffer.byteLength !== Buffer.poolSize; i++) pooled = Buffer.allocUnsafe(3000);
+    t.true(pooled.buffer.byteLength >= 256 * 1060, 'the small buffer lives in a large shared pool');
+    pool.give(pooled);
+    const fresh = pool.take(200_000);
+    t.false(overlaps(fresh, pooled), 'a slab never overlaps a buffer from Node\'s pool');
+    t.not(fresh.buffer, pooled.buffer);
+  } finally {
+    Buffer.poolSize = savedPoolSize;
+  }
 });

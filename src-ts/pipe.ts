@@ -60,33 +60,40 @@ export class PacketAssembler {
 
 const EMPTY = Buffer.alloc(0);
 
-/** Size of a pooled slab: one full shared-buffer read, sealed (READ_BUFFER_SIZE / 1024 packets). */
-const SLAB_SIZE = (READ_BUFFER_SIZE / MAX_PAYLOAD) * PACKET_LEN;
+/** Slab sizes: a 64 KiB read sealed (64 packets), and a full shared-buffer read sealed. */
+const SLAB_SIZES = [64 * PACKET_LEN, (READ_BUFFER_SIZE / MAX_PAYLOAD) * PACKET_LEN] as const;
 /** Outputs up to this size are not worth a slab. */
 const SMALL_OUTPUT = 4 * PACKET_LEN;
-/** Free slabs kept for reuse, process-wide (about 2 MiB). */
+/** Free slabs kept for reuse per size, process-wide (at most about 2.7 MiB in all). */
 const MAX_FREE_SLABS = 8;
 
 /**
  * Output buffers of every pipe in the process, reused once a socket has handed
  * them to the kernel (the write callback), so bulk transfers allocate nothing
- * per chunk and idle connections hold none. Small outputs (interactive
- * traffic) come from Node's buffer pool.
+ * per chunk and idle connections hold none. An output takes the smaller slab
+ * size that fits it, so a queued write never pins more than 16 times its size.
+ * Small outputs (interactive traffic) come from Node's buffer pool and are never
+ * recycled: only slabs this pool lent out come back, and each only once.
  */
-class SlabPool {
-  private readonly free: Buffer[] = [];
+export class SlabPool {
+  private readonly free = new Map<number, Buffer[]>(SLAB_SIZES.map((size) => [size, []]));
+  private readonly lent = new WeakSet<ArrayBufferLike>();
 
-  /** A buffer of at least `size` bytes: a recycled slab for bulk sizes, else a small pooled Buffer. */
+  /** A buffer of at least `size` bytes: a slab for bulk sizes, else a small pooled Buffer. */
   take(size: number): Buffer {
     if (size <= SMALL_OUTPUT) return Buffer.allocUnsafe(size);
-    const slab = this.free.pop();
-    return slab !== undefined && slab.length >= size ? slab : Buffer.allocUnsafeSlow(Math.max(size, SLAB_SIZE));
+    const slabSize = SLAB_SIZES.find((candidate) => candidate >= size);
+    if (slabSize === undefined) return Buffer.allocUnsafeSlow(size); // beyond any read we make; not recycled
+    const slab = this.free.get(slabSize)?.pop() ?? Buffer.allocUnsafeSlow(slabSize);
+    this.lent.add(slab.buffer);
+    return slab;
   }
 
-  /** Returns a buffer from take(), or a view of one, once its contents are no longer needed. */
+  /** Takes back a slab from take(), or a view of one, once its contents are no longer needed; ignores anything else. */
   give(view: Buffer): void {
-    // A slab owns its whole ArrayBuffer (allocUnsafeSlow); small buffers share Node's pool and are left alone.
-    if (view.buffer.byteLength >= SLAB_SIZE && this.free.length < MAX_FREE_SLABS) this.free.push(Buffer.from(view.buffer));
+    if (!this.lent.delete(view.buffer)) return;
+    const free = this.free.get(view.buffer.byteLength);
+    if (free !== undefined && free.length < MAX_FREE_SLABS) free.push(Buffer.from(view.buffer));
   }
 }
 
