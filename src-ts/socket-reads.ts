@@ -34,18 +34,30 @@ function isUserBufferHandle(handle: unknown): handle is UserBufferHandle {
   return typeof handle === 'object' && handle !== null && typeof (handle as Partial<UserBufferHandle>).useUserBuffer === 'function';
 }
 
+/** Node's `onread` slots, found on the first socket that has them (the same symbols for every socket); null if absent. */
+let knownSlots: { bufferSlot: symbol; callbackSlot: symbol } | null | undefined;
+
+/** The `onread` slots of `socket`'s class, looked up once per process. */
+function userBufferSlots(socket: Socket): { bufferSlot: symbol; callbackSlot: symbol } | null {
+  if (knownSlots === undefined) {
+    const symbols = Object.getOwnPropertySymbols(socket);
+    const bufferSlot = symbols.find((symbol) => symbol.description === 'kBuffer');
+    const callbackSlot = symbols.find((symbol) => symbol.description === 'kBufferCb');
+    knownSlots = bufferSlot === undefined || callbackSlot === undefined ? null : { bufferSlot, callbackSlot };
+  }
+  return knownSlots;
+}
+
 /** The internals needed to switch `socket` to user-buffer reads, or null when this Node (or the environment) does not allow it. */
 function userBufferHooks(socket: Socket): UserBufferHooks | null {
   if (process.env['SPIPED_NATIVE_USER_BUFFER'] === '0') return null;
-  const symbols = Object.getOwnPropertySymbols(socket);
-  const bufferSlot = symbols.find((symbol) => symbol.description === 'kBuffer');
-  const callbackSlot = symbols.find((symbol) => symbol.description === 'kBufferCb');
+  const found = userBufferSlots(socket);
   const handle: unknown = (socket as unknown as { _handle?: unknown })._handle;
-  if (bufferSlot === undefined || callbackSlot === undefined || !isUserBufferHandle(handle)) return null;
+  if (found === null || !isUserBufferHandle(handle)) return null;
   const slots = socket as unknown as Record<symbol, unknown>;
-  // A socket created with its own `onread` keeps it.
-  if (slots[bufferSlot] !== null || slots[callbackSlot] !== null) return null;
-  return { bufferSlot, callbackSlot, handle };
+  // A socket created with its own `onread` keeps it (and a socket without these slots is not one we know).
+  if (slots[found.bufferSlot] !== null || slots[found.callbackSlot] !== null) return null;
+  return { ...found, handle };
 }
 
 /**
