@@ -71,35 +71,78 @@ test('an EOF that arrived before the pipe was wired up still reaches the other s
   t.true(plain.destroyed && encrypted.destroyed, 'both sockets closed once both directions ended');
 });
 
-test('slabs: the smaller size that fits; only slabs it lent come back, each once', (t) => {
+test('slabs: the smaller size that fits; only buffers it lent come back, each once', (t) => {
   const pool = new SlabPool();
   t.is(pool.take(5 * 1060).length, 64 * 1060, 'a medium output takes a 64-packet slab');
   t.is(pool.take(65 * 1060).length, 256 * 1060, 'a larger one a 256-packet slab');
-  t.is(pool.take(100).buffer.byteLength, Buffer.poolSize, 'a small one comes from Node\'s pool');
-  const overlaps = (a: Buffer, b: Buffer): boolean =>
-    a.buffer === b.buffer && a.byteOffset < b.byteOffset + b.length && b.byteOffset < a.byteOffset + a.length;
+  t.is(pool.take(100).length, 4 * 1060, 'a small one takes the small buffer');
 
   // A slab given back is reused; given back twice, it is still lent out only once.
   const slab = pool.take(70_000);
   pool.give(slab.subarray(0, 70_000));
+  t.not(pool.take(70_000), slab, 'a view is not the slab: ignored');
   pool.give(slab);
-  const again = pool.take(70_000);
-  t.is(again.buffer, slab.buffer, 'the slab was reused');
-  t.not(pool.take(70_000).buffer, slab.buffer, 'but not handed out twice');
+  pool.give(slab);
+  t.is(pool.take(70_000), slab, 'the slab was reused');
+  t.not(pool.take(70_000), slab, 'but not handed out twice');
 
-  // Node's shared pool, however large an application makes it, is never recycled as a slab.
+  // The small buffer likewise.
+  const small = pool.take(10);
+  pool.give(small);
+  pool.give(small);
+  t.is(pool.take(10), small, 'the small buffer was reused');
+  t.not(pool.take(10), small, 'but not handed out twice');
+
+  // Buffers it did not lend (such as Node's shared pool, however large) never enter it.
   const savedPoolSize = Buffer.poolSize;
   Buffer.poolSize = 1 << 20;
   try {
     // The new size applies once the current pool is used up.
     let pooled = Buffer.allocUnsafe(3000);
     for (let i = 0; i < 10 && pooled.buffer.byteLength !== Buffer.poolSize; i++) pooled = Buffer.allocUnsafe(3000);
-    t.true(pooled.buffer.byteLength >= 256 * 1060, 'the small buffer lives in a large shared pool');
+    t.true(pooled.buffer.byteLength >= 256 * 1060, 'the buffer lives in a large shared pool');
     pool.give(pooled);
     const fresh = pool.take(200_000);
-    t.false(overlaps(fresh, pooled), 'a slab never overlaps a buffer from Node\'s pool');
-    t.not(fresh.buffer, pooled.buffer);
+    t.not(fresh.buffer, pooled.buffer, 'a slab never comes from Node\'s pool');
+    t.not(pool.take(10).buffer, pooled.buffer);
   } finally {
     Buffer.poolSize = savedPoolSize;
   }
+});
+
+test('slabs: a small buffer comes back after a write straight to the kernel; a queued write keeps its bytes', async (t) => {
+  const pool = new SlabPool();
+  t.timeout(20_000);
+  const [reader, writer] = await socketPair(); // the accepted side is connected already
+  const received: Buffer[] = [];
+  reader.on('data', (chunk: Buffer) => received.push(Buffer.from(chunk)));
+
+  const first = pool.take(10).fill(0x61);
+  pool.write(writer, first, first.subarray(0, 10));
+  t.is(writer.writableLength, 0, 'the write went straight to the kernel');
+  t.is(pool.take(10), first, 'so the small buffer was free again at once');
+
+  // Fill the kernel buffers (the reader is paused) until writes queue.
+  const filler = Buffer.alloc(64 * 1024, 0x2e);
+  let fillerBytes = 0;
+  while (writer.writableLength === 0) {
+    writer.write(filler);
+    fillerBytes += filler.length;
+  }
+  const queued = pool.take(10).fill(0x62);
+  pool.write(writer, queued, queued.subarray(0, 10));
+  t.true(writer.writableLength > 0, 'this write had to queue');
+  const next = pool.take(10);
+  t.not(next, queued, 'a queued write keeps its buffer');
+  next.fill(0x63); // must not touch the queued bytes
+  pool.write(writer, next, next.subarray(0, 10));
+
+  writer.end();
+  reader.resume();
+  await new Promise<void>((resolve) => reader.once('end', () => resolve()));
+  const all = Buffer.concat(received);
+  t.is(all.length, 10 + fillerBytes + 20);
+  t.is(all.subarray(0, 10).toString(), 'a'.repeat(10));
+  t.is(all.subarray(10 + fillerBytes).toString(), 'b'.repeat(10) + 'c'.repeat(10));
+  reader.destroy();
 });

@@ -25,7 +25,7 @@ export class PacketAssembler {
     return this.partialLength > 0;
   }
 
-  /** Feeds `chunk`; returns the plaintext of every packet it completes (empty if none), in a buffer from `allocate`; throws EBADPACKET. */
+  /** Feeds `chunk`; returns the plaintext of every packet it completes (empty if none), at the start of one buffer from `allocate`; throws EBADPACKET. */
   push(chunk: Buffer, allocate: (size: number) => Buffer = Buffer.allocUnsafe): Buffer {
     let offset = 0;
     if (this.partialLength > 0) {
@@ -34,26 +34,26 @@ export class PacketAssembler {
       this.partialLength += offset;
       if (this.partialLength < PACKET_LEN) return EMPTY;
     }
-    const wholeLength = chunk.length - offset - ((chunk.length - offset) % PACKET_LEN);
+    const tailStart = chunk.length - ((chunk.length - offset) % PACKET_LEN);
     const completed = this.partialLength === PACKET_LEN ? 1 : 0;
-    const packetCount = completed + wholeLength / PACKET_LEN;
+    const packetCount = completed + (tailStart - offset) / PACKET_LEN;
     let plaintext: Buffer = EMPTY;
     if (packetCount > 0) {
       plaintext = allocate(packetCount * MAX_PAYLOAD);
       let written = 0;
       try {
-        if (completed) written += this.opener.openInto(this.partial, plaintext, 0);
-        if (wholeLength > 0) {
-          written += this.opener.openInto(chunk.subarray(offset, offset + wholeLength), plaintext, written);
+        if (completed) written = this.opener.openInto(this.partial, plaintext, 0);
+        if (tailStart > offset) {
+          const whole = offset === 0 && tailStart === chunk.length ? chunk : chunk.subarray(offset, tailStart);
+          written += this.opener.openInto(whole, plaintext, written);
         }
       } catch (err) {
         throw asSpipedError(err, 'EBADPACKET', 'Bad packet');
       }
       plaintext = plaintext.subarray(0, written);
     }
-    const tailStart = offset + wholeLength;
     this.partialLength = chunk.length - tailStart;
-    chunk.copy(this.partial, 0, tailStart);
+    if (this.partialLength > 0) chunk.copy(this.partial, 0, tailStart);
     return plaintext;
   }
 }
@@ -62,43 +62,70 @@ const EMPTY = Buffer.alloc(0);
 
 /** Slab sizes: a 64 KiB read sealed (64 packets), and a full shared-buffer read sealed. */
 const SLAB_SIZES = [64 * PACKET_LEN, (READ_BUFFER_SIZE / MAX_PAYLOAD) * PACKET_LEN] as const;
-/** Outputs up to this size are not worth a slab. */
+/** Outputs up to this size (interactive traffic) share one small buffer instead of a slab. */
 const SMALL_OUTPUT = 4 * PACKET_LEN;
 /** Free slabs kept for reuse per size, process-wide (at most about 2.7 MiB in all). */
 const MAX_FREE_SLABS = 8;
 
 /**
  * Output buffers of every pipe in the process, reused once a socket has handed
- * them to the kernel (the write callback), so bulk transfers allocate nothing
- * per chunk and idle connections hold none. An output takes the smaller slab
- * size that fits it, so a queued write never pins more than 16 times its size.
- * Small outputs (interactive traffic) come from Node's buffer pool and are never
- * recycled: only slabs this pool lent out come back, and each only once.
+ * them to the kernel, so neither bulk nor interactive traffic allocates per chunk
+ * and idle connections hold none. A bulk output takes the smaller slab size that
+ * fits it (so a queued write never pins more than 16 times its size) and comes
+ * back through the write callback. A small output (up to 4 packets) takes the
+ * small buffer, which comes back at once, with no callback, when the socket wrote
+ * it straight to the kernel (the usual case); a small write that had to queue
+ * keeps its buffer, and the pool makes a new one. Only buffers this pool lent
+ * come back, each once. The hot path compares Buffer objects only: reading a
+ * view's `.buffer` costs a call into V8's runtime.
  */
 export class SlabPool {
   private readonly free = new Map<number, Buffer[]>(SLAB_SIZES.map((size) => [size, []]));
-  private readonly lent = new WeakSet<ArrayBufferLike>();
+  private readonly lentSlabs = new WeakSet<Buffer>();
+  /** The small buffer, when free. */
+  private small: Buffer | null = null;
+  /** The small buffer lent out last, until it comes back or a write keeps it. */
+  private lentSmall: Buffer | null = null;
 
-  /** A buffer of at least `size` bytes: a slab for bulk sizes, else a small pooled Buffer. */
+  /** A buffer of at least `size` bytes, to be written with write() or handed back with give(): a slab for bulk sizes, else the small buffer. */
   take(size: number): Buffer {
-    if (size <= SMALL_OUTPUT) return Buffer.allocUnsafe(size);
+    if (size <= SMALL_OUTPUT) {
+      const buffer = this.small ?? Buffer.allocUnsafeSlow(SMALL_OUTPUT);
+      this.small = null;
+      this.lentSmall = buffer;
+      return buffer;
+    }
     const slabSize = SLAB_SIZES.find((candidate) => candidate >= size);
     if (slabSize === undefined) return Buffer.allocUnsafeSlow(size); // beyond any read we make; not recycled
     const slab = this.free.get(slabSize)?.pop() ?? Buffer.allocUnsafeSlow(slabSize);
-    this.lent.add(slab.buffer);
+    this.lentSlabs.add(slab);
     return slab;
   }
 
-  /** Takes back a slab from take(), or a view of one, once its contents are no longer needed; ignores anything else. */
-  give(view: Buffer): void {
-    if (!this.lent.delete(view.buffer)) return;
-    const free = this.free.get(view.buffer.byteLength);
-    if (free !== undefined && free.length < MAX_FREE_SLABS) free.push(Buffer.from(view.buffer));
+  /** Takes back a buffer from take() once its contents are no longer needed; ignores anything else, and a buffer already given back. */
+  give(buffer: Buffer): void {
+    if (buffer === this.lentSmall) {
+      this.lentSmall = null;
+      this.small = buffer;
+      return;
+    }
+    if (!this.lentSlabs.delete(buffer)) return;
+    const free = this.free.get(buffer.length);
+    if (free !== undefined && free.length < MAX_FREE_SLABS) free.push(buffer);
+  }
+
+  /** Writes `view`, a view of `buffer` (from take()), to `socket` and takes the buffer back once the socket no longer needs it; returns write()'s result. */
+  write(socket: Socket, buffer: Buffer, view: Buffer): boolean {
+    if (buffer !== this.lentSmall) return socket.write(view, () => this.give(buffer));
+    const flowing = socket.write(view);
+    // Nothing queued means the write went straight to the kernel: the buffer is free again.
+    if (socket.writableLength === 0) this.give(buffer);
+    else this.lentSmall = null; // the queued write keeps it
+    return flowing;
   }
 }
 
 const slabs = new SlabPool();
-const takeSlab = (size: number): Buffer => slabs.take(size);
 
 /** Wires up both directions between `plain` and `encrypted`; resolves once both sockets closed cleanly, rejects with the first error after destroying both. */
 export function pipePackets(
@@ -132,27 +159,29 @@ export function pipePackets(
       try {
         length = coders.sealer.sealInto(chunk, slab, 0);
       } catch (err) {
+        slabs.give(slab);
         fail(err, 'Sealing failed');
         return;
       }
-      const packets = slab.subarray(0, length);
-      if (!encrypted.write(packets, () => slabs.give(packets))) plain.pause();
+      if (!slabs.write(encrypted, slab, slab.subarray(0, length))) plain.pause();
     };
     encrypted.on('drain', () => plain.resume());
     const onPlainEnd = (): void => void encrypted.end();
     plain.on('end', onPlainEnd);
 
-    // Packets -> plaintext.
+    // Packets -> plaintext: push() opens into the start of a buffer taken here.
+    let output: Buffer = EMPTY;
+    const takeOutput = (size: number): Buffer => (output = slabs.take(size));
     const openChunk = (chunk: Buffer): void => {
       if (failure !== null) return;
       let plaintext: Buffer;
       try {
-        plaintext = assembler.push(chunk, takeSlab);
+        plaintext = assembler.push(chunk, takeOutput);
       } catch (err) {
         fail(err, 'Bad packet');
         return;
       }
-      if (plaintext.length > 0 && !plain.write(plaintext, () => slabs.give(plaintext))) encrypted.pause();
+      if (plaintext.length > 0 && !slabs.write(plain, output, plaintext)) encrypted.pause();
     };
     plain.on('drain', () => encrypted.resume());
     const onEncryptedEnd = (): void => {

@@ -121,33 +121,27 @@ impl<'cb> Env<'cb> {
 
     /// The bytes of a TypedArray or Buffer (any element type, honouring byteOffset); else a TypeError naming `name`.
     pub fn bytes(self, v: Value, name: &str) -> JsResult<ByteView<'cb>> {
-        let mut is = false;
-        // SAFETY: valid env and value for this call; `is` is a valid out pointer.
-        self.check(
-            unsafe { napi_is_typedarray(self.raw, v, &mut is) },
-            "napi_is_typedarray",
-        )?;
-        if !is {
+        let (mut kind, mut length, mut data) = (0, 0usize, null_mut());
+        // SAFETY: valid env and value for this call; unused outputs may be null per
+        // the API. A value that is not a TypedArray yields napi_invalid_arg, and no
+        // exception is pending then.
+        let status = unsafe {
+            napi_get_typedarray_info(
+                self.raw,
+                v,
+                &mut kind,
+                &mut length,
+                &mut data,
+                null_mut(),
+                null_mut(),
+            )
+        };
+        if status == NAPI_INVALID_ARG {
             return Err(JsError::Type(format!(
                 "{name} must be a Uint8Array, Buffer or other TypedArray"
             )));
         }
-        let (mut kind, mut length, mut data) = (0, 0usize, null_mut());
-        // SAFETY: `v` is a TypedArray; unused outputs may be null per the API.
-        self.check(
-            unsafe {
-                napi_get_typedarray_info(
-                    self.raw,
-                    v,
-                    &mut kind,
-                    &mut length,
-                    &mut data,
-                    null_mut(),
-                    null_mut(),
-                )
-            },
-            "napi_get_typedarray_info",
-        )?;
+        self.check(status, "napi_get_typedarray_info")?;
         // Element sizes in napi_typedarray_type order: int8, uint8, uint8_clamped,
         // int16, uint16, int32, uint32, float32, float64, bigint64, biguint64.
         let size = match kind {
@@ -309,15 +303,14 @@ impl<'cb> Env<'cb> {
     /// The `T` inside `v` if `v` is an External tagged `T::TAG`, else `None`.
     /// Handlers take at most one handle per call, so the `&mut` is unique.
     pub fn try_unwrap<T: Tagged>(self, v: Value) -> JsResult<Option<&'cb mut T>> {
-        let mut kind = 0;
-        // SAFETY: valid env and value; out pointer valid.
-        self.check(
-            unsafe { napi_typeof(self.raw, v, &mut kind) },
-            "napi_typeof",
-        )?;
-        if kind != NAPI_EXTERNAL {
+        let mut data = null_mut();
+        // SAFETY: valid env and value; out pointer valid. Anything but an External
+        // yields napi_invalid_arg, with no exception pending.
+        let status = unsafe { napi_get_value_external(self.raw, v, &mut data) };
+        if status == NAPI_INVALID_ARG {
             return Ok(None);
         }
+        self.check(status, "napi_get_value_external")?;
         let mut tagged = false;
         // SAFETY: `v` is an External (an object for type tagging); pointers valid.
         self.check(
@@ -327,12 +320,6 @@ impl<'cb> Env<'cb> {
         if !tagged {
             return Ok(None);
         }
-        let mut data = null_mut();
-        // SAFETY: `v` is an External; out pointer valid.
-        self.check(
-            unsafe { napi_get_value_external(self.raw, v, &mut data) },
-            "napi_get_value_external",
-        )?;
         // SAFETY: only `wrap::<T>` tags Externals with `T::TAG`, and it stores a live
         // `Box<T>` that is freed only when the External is collected, which cannot
         // happen while `v` is an argument of this call. JS is single-threaded and

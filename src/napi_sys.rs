@@ -23,10 +23,8 @@ pub type napi_value = *mut napi_value__;
 pub type napi_callback_info = *mut napi_callback_info__;
 pub type napi_status = i32;
 pub const NAPI_OK: napi_status = 0;
-
-/// `napi_valuetype` values used here.
-pub type napi_valuetype = i32;
-pub const NAPI_EXTERNAL: napi_valuetype = 8;
+/// The status of a call given a value of the wrong kind (no exception is pending then).
+pub const NAPI_INVALID_ARG: napi_status = 1;
 
 /// `napi_typedarray_type` (element sizes follow from the order).
 pub type napi_typedarray_type = i32;
@@ -67,11 +65,6 @@ extern "C" {
     pub fn napi_create_object(env: napi_env, result: *mut napi_value) -> napi_status;
     pub fn napi_get_boolean(env: napi_env, value: bool, result: *mut napi_value) -> napi_status;
     pub fn napi_create_double(env: napi_env, value: f64, result: *mut napi_value) -> napi_status;
-    pub fn napi_typeof(
-        env: napi_env,
-        value: napi_value,
-        result: *mut napi_valuetype,
-    ) -> napi_status;
     pub fn napi_get_value_double(env: napi_env, value: napi_value, result: *mut f64)
         -> napi_status;
     pub fn napi_create_bigint_uint64(
@@ -85,7 +78,6 @@ extern "C" {
         result: *mut u64,
         lossless: *mut bool,
     ) -> napi_status;
-    pub fn napi_is_typedarray(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
     pub fn napi_get_typedarray_info(
         env: napi_env,
         typedarray: napi_value,

@@ -49,10 +49,21 @@ function checkOffset(out: Uint8Array, v: unknown): number {
   return v;
 }
 
-function checkRoom(next: bigint, packets: number): void {
-  if (packets > 0 && next + BigInt(packets) > MAX_COUNTER) {
+/** Packets a codec may still process from packet number `next` without passing 2^64-2, capped at 2^53-1 (exact below that). */
+function roomFrom(next: bigint): number {
+  const room = MAX_COUNTER - next;
+  return room > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(room);
+}
+
+/** The room left once `packets` more are processed, from `room` (which may underestimate; the exact figure is reread from `core` when it runs short); RangeError if the counter would pass 2^64-2. */
+function spendRoom(room: number, packets: number, core: { readonly nextPacket: bigint }): number {
+  if (packets <= room) return room - packets;
+  const next = core.nextPacket;
+  const exact = roomFrom(next);
+  if (packets > exact) {
     throw new RangeError(`packet counter exhausted: ${packets} packet(s) from #${next} would pass 2^64-2`);
   }
+  return exact - packets;
 }
 
 function pickBackend(options: PacketCodecOptions | undefined): PacketBackend {
@@ -62,8 +73,8 @@ function pickBackend(options: PacketCodecOptions | undefined): PacketBackend {
 /** Encrypts and authenticates one direction of a spiped connection, packet by packet. */
 export class PacketSealer {
   readonly #core: SealerCore;
-  /** Mirror of the core's counter (saves a native call per seal for the room check). */
-  #next: bigint;
+  /** Packets left before the counter would pass 2^64-2 (plain numbers: no BigInt work and no native call per seal). */
+  #room: number;
 
   /** 32-byte AES-256 and HMAC-SHA256 keys; firstPacket (default 0n) is the first packet number. */
   constructor(encKey: Uint8Array, macKey: Uint8Array, firstPacket?: bigint, options?: PacketCodecOptions) {
@@ -71,7 +82,7 @@ export class PacketSealer {
     checkKey(macKey, 'macKey');
     const first = checkCounter(firstPacket);
     this.#core = pickBackend(options).createSealer(encKey, macKey, first);
-    this.#next = first;
+    this.#room = roomFrom(first);
   }
 
   /** Packet number the next sealed packet will carry. */
@@ -84,10 +95,8 @@ export class PacketSealer {
     checkBytes(data, 'data');
     if (data.length === 0) return Buffer.alloc(0);
     const packets = Math.ceil(data.length / MAX_PAYLOAD);
-    checkRoom(this.#next, packets);
-    const out = this.#core.seal(data);
-    this.#next += BigInt(packets);
-    return out;
+    this.#room = spendRoom(this.#room, packets, this.#core);
+    return this.#core.seal(data);
   }
 
   /** Seals data into out at outOffset (needs ceil(len/1024)*1060 bytes of room) and returns the bytes written. */
@@ -99,18 +108,16 @@ export class PacketSealer {
     const need = packets * PACKET_LEN;
     if (out.length - off < need) throw new RangeError(`out too small: need ${need} bytes at offset ${off}, have ${out.length - off}`);
     if (packets === 0) return 0;
-    checkRoom(this.#next, packets);
-    const n = this.#core.sealInto(data, out, off);
-    this.#next += BigInt(packets);
-    return n;
+    this.#room = spendRoom(this.#room, packets, this.#core);
+    return this.#core.sealInto(data, out, off);
   }
 }
 
 /** Verifies and decrypts one direction of a spiped connection; after any bad input it refuses everything. */
 export class PacketOpener {
   readonly #core: OpenerCore;
-  /** Mirror of the core's counter (saves a native call per open for the room check). */
-  #next: bigint;
+  /** Packets left before the counter would pass 2^64-2 (plain numbers: no BigInt work and no native call per open). */
+  #room: number;
   #failed = false;
 
   /** 32-byte AES-256 and HMAC-SHA256 keys; firstPacket (default 0n) is the packet number expected first. */
@@ -119,7 +126,7 @@ export class PacketOpener {
     checkKey(macKey, 'macKey');
     const first = checkCounter(firstPacket);
     this.#core = pickBackend(options).createOpener(encKey, macKey, first);
-    this.#next = first;
+    this.#room = roomFrom(first);
   }
 
   /** Packet number the next packet must carry. */
@@ -137,14 +144,11 @@ export class PacketOpener {
     checkBytes(packets, 'packets');
     const count = this.#precheck(packets);
     if (count === 0) return Buffer.alloc(0);
-    let out: Buffer;
     try {
-      out = this.#core.open(packets);
+      return this.#core.open(packets);
     } catch (e) {
       return this.#fail(e);
     }
-    this.#next += BigInt(count);
-    return out;
   }
 
   /** Like open() but writes into out at outOffset (needs (len/1060)*1024 bytes of room); returns the bytes written. On error out may hold earlier packets' payloads. */
@@ -157,14 +161,11 @@ export class PacketOpener {
     if (out.length - off < need) throw new RangeError(`out too small: need ${need} bytes at offset ${off}, have ${out.length - off}`);
     const count = this.#precheck(packets);
     if (count === 0) return 0;
-    let n: number;
     try {
-      n = this.#core.openInto(packets, out, off);
+      return this.#core.openInto(packets, out, off);
     } catch (e) {
       return this.#fail(e);
     }
-    this.#next += BigInt(count);
-    return n;
   }
 
   /** Checks poisoning, whole-packet size and counter room; returns the packet count. */
@@ -175,7 +176,7 @@ export class PacketOpener {
       throw new BadPacketError('size', `${packets.length} bytes`);
     }
     const count = packets.length / PACKET_LEN;
-    checkRoom(this.#next, count);
+    this.#room = spendRoom(this.#room, count, this.#core);
     return count;
   }
 
