@@ -5,11 +5,15 @@
 // alike from this process (which is the load: source, sink, echo server and clients):
 //   bulk MB/s of plaintext through the pair (one direction), the daemons' CPU seconds
 //   and peak RSS during it; sequential connections/s with PFS and with -f (connect,
-//   1 byte, its echo, clean close); 1-byte echo round-trip p50/p99 over one connection.
-// Prints a table (ours, C, ours/C) and the crypto backend; --json prints one object.
-// Options: --size <MiB> (1024), --quick, --json, --only ours|c, --rounds <n> (median,
+//   1 byte, its echo, clean close); 1-byte echo round-trip p50/p99 over one connection
+//   per pair, the pairs taking turns of 250 round trips so that drift on this shared
+//   machine lands on each alike. The round-trip phase also runs the Node relay (build/bench/tunnel-null.js: the same
+// sockets and reads as our daemon, no handshake, no crypto), the floor any Node daemon
+// pays here. Prints a table (ours, C, ours/C, relay, relay/C) and the crypto backend;
+// --json prints one object.
+// Options: --size <MiB> (1024), --quick, --json, --only ours|c, --no-relay, --rounds <n> (median,
 // order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3, plus as long a
-// warm-up), --rtt-count <n> (10000 round trips, after 2000 more), and for profiling/A-B runs only:
+// warm-up), --rtt-count <n> (10000 round trips per pair, after 2000 more), and for profiling/A-B runs only:
 // --node-arg <flag> (repeatable, e.g. --cpu-prof) and --ours-cli <path to spiped.js>.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -24,7 +28,8 @@ import { cryptoBackend } from 'spiped-native';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const C_SPIPED = '/usr/bin/spiped';
 
-type Impl = 'ours' | 'c';
+type Impl = 'ours' | 'c' | 'relay';
+const RELAY_CLI = join(ROOT, 'build/bench/tunnel-null.js');
 type Phase = 'bulk' | 'rtt' | 'conn';
 const ALL_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn'];
 
@@ -33,7 +38,8 @@ interface Options {
   sizeMiB: number;
   quick: boolean;
   json: boolean;
-  only: Impl | null;
+  only: 'ours' | 'c' | null;
+  relay: boolean; // run the Node relay in the round-trip phase (--no-relay: don't)
   rounds: number;
   phases: Phase[]; // --phases bulk,rtt,conn (default all)
   connSeconds: number;
@@ -45,13 +51,14 @@ interface Options {
 /** Parses argv into Options; exits 2 with a message on bad usage. */
 function parseOptions(argv: readonly string[]): Options {
   const usage = (msg: string): never => {
-    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--rounds <n>]\n       [--phases bulk,rtt,conn] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n`);
+    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--no-relay] [--rounds <n>]\n       [--phases bulk,rtt,conn] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n`);
     process.exit(2);
   };
   let size: number | null = null;
   let quick = false;
   let json = false;
-  let only: Impl | null = null;
+  let only: 'ours' | 'c' | null = null;
+  let relay = true;
   let rounds = 1;
   let phases: Phase[] = [...ALL_PHASES];
   let connSeconds: number | null = null;
@@ -68,9 +75,9 @@ function parseOptions(argv: readonly string[]): Options {
     else if (a === '--json') json = true;
     else if (a === '--only') {
       const v = value();
-      if (v !== 'ours' && v !== 'c') usage('--only takes ours or c');
-      only = v as Impl;
-    } else if (a === '--rounds') {
+      only = v === 'ours' || v === 'c' ? v : usage('--only takes ours or c');
+    } else if (a === '--no-relay') relay = false;
+    else if (a === '--rounds') {
       rounds = Number(value());
       if (!Number.isInteger(rounds) || rounds < 1) usage('--rounds must be a positive integer');
     } else if (a === '--conn-seconds') {
@@ -92,6 +99,7 @@ function parseOptions(argv: readonly string[]): Options {
     quick,
     json,
     only,
+    relay: relay && only === null,
     rounds,
     phases,
     connSeconds: connSeconds ?? (quick ? 0.3 : 3),
@@ -251,7 +259,9 @@ interface Daemon {
 
 /** The command line that runs `impl`'s spiped with `args` (launched the same way for both). */
 function daemonCommand(impl: Impl, args: string[]): [string, string[]] {
-  return impl === 'ours' ? [process.execPath, [...OPTS.nodeArgs, OPTS.oursCli, ...args]] : [C_SPIPED, args];
+  if (impl === 'ours') return [process.execPath, [...OPTS.nodeArgs, OPTS.oursCli, ...args]];
+  if (impl === 'relay') return [process.execPath, [RELAY_CLI, ...args]];
+  return [C_SPIPED, args];
 }
 
 /** Starts one foreground daemon and waits until it listens on `listenPort`; throws with its stderr if it exits. */
@@ -477,44 +487,100 @@ interface RttResult {
   cpuD: number;
 }
 
-/** Round trips before the measured ones (JIT tiering, socket buffers), for both implementations alike. */
+/** Round trips before the measured ones (JIT tiering, socket buffers), for every implementation alike. */
 const RTT_WARM_UP = 2000;
+/** Round trips in a row on one pair before the next pair takes its turn. */
+const RTT_BLOCK = 250;
 
-/** `count` sequential 1-byte echoes over one connection (after RTT_WARM_UP unmeasured ones); returns percentiles in µs. */
-async function roundTrips(p: Pair, server: TargetServer, count: number): Promise<RttResult> {
-  server.mode = 'echo';
-  const s = await dial(p.entryPort);
-  s.on('error', () => {});
-  const byte = Buffer.from('x');
-  let waiter: (() => void) | null = null;
-  s.on('data', () => {
-    const w = waiter;
-    waiter = null;
-    w?.();
-  });
-  const once = (): Promise<void> =>
-    withTimeout(
+/** A connection through one pair that times sequential 1-byte echoes. */
+class EchoClient {
+  private waiter: (() => void) | null = null;
+
+  /** Wraps `socket`, connected to the pair's entry port. */
+  constructor(private readonly socket: Socket) {
+    socket.on('error', () => {});
+    socket.on('data', () => {
+      const w = this.waiter;
+      this.waiter = null;
+      w?.();
+    });
+  }
+
+  /** One round trip of one byte; rejects after 10 s. */
+  once(): Promise<void> {
+    return withTimeout(
       new Promise<void>((resolve) => {
-        waiter = resolve;
-        s.write(byte);
+        this.waiter = resolve;
+        this.socket.write('x');
       }),
       10_000,
       'round trip',
     );
-  for (let i = 0; i < RTT_WARM_UP; i++) await once();
-  const cpu0 = [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)];
-  const samples = new Float64Array(count);
-  for (let i = 0; i < count; i++) {
-    const t0 = process.hrtime.bigint();
-    await once();
-    samples[i] = Number(process.hrtime.bigint() - t0) / 1e3;
   }
-  const cpuE = ((cpuSeconds(p.e.pid) - (cpu0[0] ?? 0)) / count) * 1e6;
-  const cpuD = ((cpuSeconds(p.d.pid) - (cpu0[1] ?? 0)) / count) * 1e6;
-  s.destroy();
-  samples.sort();
-  const pct = (q: number): number => samples[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
-  return { p50: pct(0.5), p99: pct(0.99), mean: samples.reduce((a, b) => a + b, 0) / count, cpuE, cpuD };
+
+  /** `count` round trips, their times (µs) stored into `samples` from `offset`. */
+  async timed(count: number, samples: Float64Array, offset: number): Promise<void> {
+    for (let i = 0; i < count; i++) {
+      const t0 = process.hrtime.bigint();
+      await this.once();
+      samples[offset + i] = Number(process.hrtime.bigint() - t0) / 1e3;
+    }
+  }
+
+  /** Closes the connection. */
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/**
+ * `count` sequential 1-byte echoes through each pair (after RTT_WARM_UP unmeasured ones),
+ * taken in turns of RTT_BLOCK with the order rotating, so that this machine's drift
+ * (other tenants, frequency) lands on every implementation alike; returns, per pair,
+ * percentiles in µs and each daemon's CPU µs per round trip.
+ */
+async function roundTrips(pairs: readonly Pair[], server: TargetServer, count: number): Promise<RttResult[]> {
+  server.mode = 'echo';
+  const clients = await Promise.all(pairs.map(async (p) => new EchoClient(await dial(p.entryPort))));
+  try {
+    for (const client of clients) for (let i = 0; i < RTT_WARM_UP; i++) await client.once();
+    const cpu0 = pairs.map((p) => [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)] as const);
+    const samples = pairs.map(() => new Float64Array(count));
+    for (let done = 0, turn = 0; done < count; done += RTT_BLOCK, turn++) {
+      const block = Math.min(RTT_BLOCK, count - done);
+      for (let k = 0; k < pairs.length; k++) {
+        const i = (turn + k) % pairs.length;
+        await clients[i]!.timed(block, samples[i]!, done);
+      }
+    }
+    return pairs.map((p, i) => {
+      const s = samples[i]!.sort();
+      const pct = (q: number): number => s[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
+      const [e0, d0] = cpu0[i]!;
+      return {
+        p50: pct(0.5),
+        p99: pct(0.99),
+        mean: s.reduce((a, b) => a + b, 0) / count,
+        cpuE: ((cpuSeconds(p.e.pid) - e0) / count) * 1e6,
+        cpuD: ((cpuSeconds(p.d.pid) - d0) / count) * 1e6,
+      };
+    });
+  } finally {
+    for (const client of clients) client.close();
+  }
+}
+
+/** The round-trip phase of one round: a fresh PFS pair per implementation, measured together by roundTrips(). */
+async function runRoundTrips(impls: readonly Impl[], keyFile: string, server: TargetServer, targetPort: number): Promise<RttResult[]> {
+  const pairs: Pair[] = [];
+  try {
+    for (const impl of impls) pairs.push(await startPair(impl, keyFile, targetPort, []));
+    const results = await roundTrips(pairs, server, OPTS.rttCount);
+    impls.forEach((impl, i) => progress(`${impl}: round trip p50 ${results[i]!.p50.toFixed(0)} µs`));
+    return results;
+  } finally {
+    await Promise.all(pairs.map(stopPair));
+  }
 }
 
 // ---- one implementation, one round ----------------------------------------------------------
@@ -528,12 +594,12 @@ interface ImplResult {
   rssIdleE: number; // VmRSS MiB of E once listening (idle)
 }
 
-/** Runs the selected phases for `impl`: a PFS pair (bulk, RTT, PFS connections), then a -f pair (fast connections). */
+/** Runs the selected bulk and connection phases for `impl`: a PFS pair (bulk, PFS connections), then a -f pair (fast connections). */
 async function runImpl(impl: Impl, keyFile: string, server: TargetServer, targetPort: number): Promise<ImplResult> {
   const bytes = OPTS.sizeMiB * 1024 * 1024;
   const result: ImplResult = { rssIdleE: NaN };
   const want = (phase: Phase): boolean => OPTS.phases.includes(phase);
-  if (want('bulk') || want('rtt') || want('conn')) {
+  if (want('bulk') || want('conn')) {
     const pair = await startPair(impl, keyFile, targetPort, []);
     try {
       result.rssIdleE = vmMiB(pair.e.pid, 'VmRSS');
@@ -541,10 +607,6 @@ async function runImpl(impl: Impl, keyFile: string, server: TargetServer, target
         progress(`${impl}: bulk ${OPTS.sizeMiB} MiB`);
         result.bulk = await withTimeout(bulk(pair, server, bytes), 600_000, `${impl} bulk`);
         progress(`${impl}: ${result.bulk.mbps.toFixed(1)} MB/s`);
-      }
-      if (want('rtt')) {
-        result.rtt = await roundTrips(pair, server, OPTS.rttCount);
-        progress(`${impl}: round trip p50 ${result.rtt.p50.toFixed(0)} µs`);
       }
       if (want('conn')) {
         result.connPfs = await connectionRate(pair, OPTS.connSeconds);
@@ -608,21 +670,25 @@ function fmt(x: number | undefined, digits: number): string {
   return x === undefined || !Number.isFinite(x) ? '-' : x.toFixed(digits);
 }
 
-/** Prints the table (median over rounds) of ours, C and ours/C. */
+/** Prints the table (median over rounds) of ours, C, ours/C, and the relay where it ran. */
 function printTable(results: Record<Impl, ImplResult[]>, backend: string): void {
-  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C']];
+  const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
+    a !== undefined && b !== undefined && b !== 0 ? a / b : undefined;
+  const withRelay = results.relay.length > 0;
+  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C', ...(withRelay ? ['Node relay', 'relay/C'] : [])]];
   for (const m of METRICS) {
     const o = median(results.ours.map(m.get));
     const c = median(results.c.map(m.get));
-    const ratio = o !== undefined && c !== undefined && c !== 0 ? o / c : undefined;
-    rows.push([m.label, fmt(o, m.digits), fmt(c, m.digits), fmt(ratio, 2)]);
+    const r = median(results.relay.map(m.get));
+    const relayCells = withRelay ? [fmt(r, m.digits), fmt(ratio(r, c), 2)] : [];
+    rows.push([m.label, fmt(o, m.digits), fmt(c, m.digits), fmt(ratio(o, c), 2), ...relayCells]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
   const out = [
     `spiped tunnel benchmark: client -> E(-e) -> D(-d) -> server on 127.0.0.1, both daemons -F -n 0, same key`,
     `crypto backend (ours): ${backend}`,
-    `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips after ${RTT_WARM_UP}; rounds ${OPTS.rounds} (median)`,
+    `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips each after ${RTT_WARM_UP}, in turns of ${RTT_BLOCK} between the pairs; rounds ${OPTS.rounds} (median)`,
     `cpus ${cpus().length} x ${cpus()[0]?.model ?? '?'}; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}; node ${process.version}`,
     '',
     line(rows[0]!),
@@ -644,6 +710,10 @@ async function main(): Promise<void> {
     if (existsSync(C_SPIPED)) impls.push('c');
     else progress(`${C_SPIPED} not found: measuring ours only`);
   }
+  if (OPTS.relay && OPTS.phases.includes('rtt')) {
+    if (existsSync(RELAY_CLI)) impls.push('relay');
+    else progress(`${RELAY_CLI} not found (run npm run build:ts): no Node relay`);
+  }
   const info = cryptoBackend();
   const backend = `${info.name} (aesni ${info.aesni}, shani ${info.shani}, vaes ${info.vaes})${info.reason ? `: ${info.reason}` : ''}`;
   const dir = mkdtempSync(join(tmpdir(), 'spiped-bench-'));
@@ -652,13 +722,21 @@ async function main(): Promise<void> {
   const server = new TargetServer();
   const targetPort = await freePort();
   await server.listen(targetPort);
-  const results: Record<Impl, ImplResult[]> = { ours: [], c: [] };
+  const results: Record<Impl, ImplResult[]> = { ours: [], c: [], relay: [] };
   const started = Date.now();
   try {
     for (let round = 0; round < OPTS.rounds; round++) {
       // Alternate the order per round so neither always runs first.
       const order = round % 2 === 0 ? impls : [...impls].reverse();
-      for (const impl of order) results[impl].push(await runImpl(impl, keyFile, server, targetPort));
+      const roundResults = new Map<Impl, ImplResult>();
+      for (const impl of order) {
+        roundResults.set(impl, impl === 'relay' ? { rssIdleE: NaN } : await runImpl(impl, keyFile, server, targetPort));
+      }
+      if (OPTS.phases.includes('rtt')) {
+        const rtts = await runRoundTrips(order, keyFile, server, targetPort);
+        order.forEach((impl, i) => (roundResults.get(impl)!.rtt = rtts[i]));
+      }
+      for (const impl of impls) results[impl].push(roundResults.get(impl)!);
     }
   } finally {
     await server.close();
