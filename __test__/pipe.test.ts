@@ -4,6 +4,8 @@
 
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
+import type { Socket } from 'node:net';
+import { PassThrough } from 'node:stream';
 import { PacketAssembler, PacketOpener, PacketSealer, SpipedError, pipePackets } from 'spiped-native';
 import { SlabPool } from 'spiped-native/pipe';
 import { socketPair } from './helpers/processes.js';
@@ -145,4 +147,25 @@ test('slabs: a small buffer comes back after a write straight to the kernel; a q
   t.is(all.subarray(0, 10).toString(), 'a'.repeat(10));
   t.is(all.subarray(10 + fillerBytes).toString(), 'b'.repeat(10) + 'c'.repeat(10));
   reader.destroy();
+});
+
+test('slabs: buffers written to anything but a plain net.Socket are never reused', async (t) => {
+  const pool = new SlabPool();
+  // A PassThrough completes each write at once yet keeps the very bytes it was given.
+  const stream = new PassThrough();
+  const target = stream as unknown as Socket;
+  const small = pool.take(10).fill(0x61);
+  pool.write(target, small, small.subarray(0, 10));
+  t.is(stream.writableLength, 0, 'the write completed');
+  const nextSmall = pool.take(10);
+  t.not(nextSmall, small, 'yet the small buffer was not taken back');
+  nextSmall.fill(0x62);
+  // A medium output (under the PassThrough's high-water mark, so its write callback runs).
+  const slab = pool.take(5 * 1060).fill(0x63);
+  pool.write(target, slab, slab.subarray(0, 5 * 1060));
+  await new Promise((resolve) => setImmediate(resolve)); // write callbacks have run
+  const nextSlab = pool.take(5 * 1060);
+  t.not(nextSlab, slab, 'nor the slab');
+  nextSlab.fill(0x64);
+  t.is(Buffer.concat([stream.read(10) as Buffer, stream.read(5 * 1060) as Buffer]).toString('latin1'), 'a'.repeat(10) + 'c'.repeat(5 * 1060));
 });

@@ -4,7 +4,7 @@
 // time, with backpressure both ways, half-close carried through, and any error
 // closing both sockets without forwarding a byte of a bad packet.
 
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { MAX_PAYLOAD, PACKET_LEN, type PacketOpener, type PacketSealer } from './crypto/index.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { READ_BUFFER_SIZE, readChunks } from './socket-reads.js';
@@ -76,8 +76,11 @@ const MAX_FREE_SLABS = 8;
  * small buffer, which comes back at once, with no callback, when the socket wrote
  * it straight to the kernel (the usual case); a small write that had to queue
  * keeps its buffer, and the pool makes a new one. Only buffers this pool lent
- * come back, each once. The hot path compares Buffer objects only: reading a
- * view's `.buffer` costs a call into V8's runtime.
+ * come back, each once, and only from writes to a plain net.Socket: a subclass
+ * (such as a TLSSocket) or any other stream may keep the bytes after its write
+ * completes, so buffers written there are left to the garbage collector. The hot
+ * path compares Buffer objects only: reading a view's `.buffer` costs a call
+ * into V8's runtime.
  */
 export class SlabPool {
   private readonly free = new Map<number, Buffer[]>(SLAB_SIZES.map((size) => [size, []]));
@@ -116,6 +119,12 @@ export class SlabPool {
 
   /** Writes `view`, a view of `buffer` (from take()), to `socket` and takes the buffer back once the socket no longer needs it; returns write()'s result. */
   write(socket: Socket, buffer: Buffer, view: Buffer): boolean {
+    if (socket.constructor !== Socket) {
+      // Not a socket whose completed writes are known to be done with the bytes: never reuse.
+      if (buffer === this.lentSmall) this.lentSmall = null;
+      this.lentSlabs.delete(buffer);
+      return socket.write(view);
+    }
     if (buffer !== this.lentSmall) return socket.write(view, () => this.give(buffer));
     const flowing = socket.write(view);
     // Nothing queued means the write went straight to the kernel: the buffer is free again.

@@ -121,7 +121,9 @@ impl<'cb> Env<'cb> {
 
     /// The bytes of a TypedArray or Buffer (any element type, honouring byteOffset); else a TypeError naming `name`.
     pub fn bytes(self, v: Value, name: &str) -> JsResult<ByteView<'cb>> {
-        let (mut kind, mut length, mut data) = (0, 0usize, null_mut());
+        // `kind` starts out of range, so a kind this code does not know (or a Node
+        // that leaves it unset) is refused rather than read as Int8Array.
+        let (mut kind, mut length, mut data) = (-1, 0usize, null_mut());
         // SAFETY: valid env and value for this call; unused outputs may be null per
         // the API. A value that is not a TypedArray yields napi_invalid_arg, and no
         // exception is pending then.
