@@ -1,4 +1,4 @@
-// Owns test access to the recorded spiped 1.6.2 vectors (/work/shared/vectors or
+// Owns test access to the recorded spiped 1.6.2 vectors (<repo>/test-vectors, or
 // $SPIPED_VECTORS): loading them, deriving the session keys exactly as PROTOCOL.md
 // says, and a naive reference packet encoder (one createCipheriv + createHmac per
 // packet) used to check both backends and to craft packets with odd length fields.
@@ -10,9 +10,9 @@ import { fileURLToPath } from 'node:url';
 /** Repository root (this file is build/__test__/helpers/vectors.js once compiled). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** Directory holding the *.json vectors: $SPIPED_VECTORS, else <repo>/../shared/vectors; throws if absent. */
+/** Directory holding the *.json vectors: $SPIPED_VECTORS, else <repo>/test-vectors (committed); throws if absent. */
 export function vectorsDir(): string {
-  const dir = process.env['SPIPED_VECTORS'] || join(REPO_ROOT, '..', 'shared', 'vectors');
+  const dir = process.env['SPIPED_VECTORS'] || join(REPO_ROOT, 'test-vectors');
   if (!existsSync(join(dir, 'spiped-1.6.2-fast-session.json'))) {
     throw new Error(`spiped test vectors not found in ${dir} (set SPIPED_VECTORS to the directory holding spiped-1.6.2-fast-session.json)`);
   }

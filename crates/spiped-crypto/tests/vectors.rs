@@ -1,5 +1,5 @@
 //! Known-answer tests: FIPS 180-4 SHA-256, RFC 4231 HMAC-SHA256, NIST SP 800-38A
-//! CTR-AES256, and a recorded spiped 1.6.2 session (shared/vectors).
+//! CTR-AES256, and a recorded spiped 1.6.2 session (test-vectors/ at the repository root).
 
 use spiped_crypto::aes::Aes256Ctr;
 use spiped_crypto::hmac::HmacSha256;
@@ -106,7 +106,7 @@ fn json_str<'a>(json: &'a str, name: &str) -> &'a str {
 
 fn load_session() -> String {
     let dir = std::env::var("SPIPED_VECTORS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/vectors").to_string()
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-vectors").to_string()
     });
     let path = format!("{dir}/spiped-1.6.2-fast-session.json");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (set SPIPED_VECTORS)"))
