@@ -90,17 +90,14 @@ export async function connect(options: ConnectOptions): Promise<SecureStream> {
   const key = await loadKey(options.key);
   let socket: Socket | null = null;
   try {
-    socket = await connectToTarget(endpoints, {
-      timeoutMs,
-      keepAlive: options.keepAlive ?? true,
-      bind: await resolveBind(options.bind),
-    });
+    socket = await connectToTarget(endpoints, { timeoutMs, bind: await resolveBind(options.bind) });
     const session = await runHandshake(socket, 'client', {
       key,
       fast: options.fast ?? false,
       requirePfs: options.requirePfs ?? false,
       timeoutMs,
     });
+    tuneSocket(socket, options.keepAlive ?? true);
     return new SecureStream(socket, session);
   } catch (err) {
     socket?.destroy();
@@ -118,7 +115,6 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
   if (!(options.fast ?? false)) prepareDiffieHellman();
   const server = netCreateServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket: Socket) => {
     socket.on('error', () => {}); // failures surface through the handshake or the SecureStream
-    tuneSocket(socket, true);
     keyReady
       .then((key) =>
         runHandshake(socket, 'server', {
@@ -129,7 +125,10 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
         }),
       )
       .then(
-        (session) => onConnection(new SecureStream(socket, session)),
+        (session) => {
+          tuneSocket(socket, true);
+          onConnection(new SecureStream(socket, session));
+        },
         (err: unknown) => {
           socket.destroy();
           server.emit('connectionError', asSpipedError(err, 'EHANDSHAKE', 'Handshake failed'));
@@ -151,15 +150,15 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
   if (!Number.isInteger(maxConnections) || maxConnections < 0) {
     throw new TypeError('maxConnections must be a non-negative integer');
   }
+  const resolveEvery = options.resolveEvery === undefined ? DEFAULTS.resolveEvery : options.resolveEvery;
+  if (resolveEvery !== null && !(resolveEvery >= 0 && resolveEvery <= MAX_TIMER_SECONDS)) {
+    throw new TypeError(`resolveEvery must be null or a number of seconds in [0, ${MAX_TIMER_SECONDS}]`);
+  }
   const waitForDns = options.waitForDns ?? false;
   const target = parseAddress(options.target);
   const [source] = await resolveTargetAddress(options.source, waitForDns);
   const targets = await resolveTargetAddress(options.target, waitForDns);
   const key = await loadKey(options.key); // after resolving, as the reference does (its messages come in that order)
-  const resolveEvery = options.resolveEvery === undefined ? DEFAULTS.resolveEvery : options.resolveEvery;
-  if (resolveEvery !== null && !(resolveEvery >= 0 && resolveEvery <= MAX_TIMER_SECONDS)) {
-    throw new TypeError(`resolveEvery must be null or a number of seconds in [0, ${MAX_TIMER_SECONDS}]`);
-  }
   try {
     return await Dispatcher.listen({
       mode: options.mode,
@@ -176,7 +175,7 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
       maxConnections,
     });
   } catch (err) {
-    key.fill(0);
+    key.fill(0); // every failure after the key was loaded wipes it (a running tunnel wipes it once drained)
     throw asSpipedError(err, 'EADDRESS', 'Could not start the tunnel');
   }
 }

@@ -1,7 +1,9 @@
 // Owns one connection's life cycle, as the reference daemon runs it:
 //   -e: accept plaintext, connect to the target, handshake as client, pipe;
 //   -d: accept ciphertext, handshake as server while connecting to the target, pipe.
-// Both sockets get TCP_NODELAY and SO_KEEPALIVE (unless disabled); a timeout
+// Once the handshake is done and the target connected, both sockets get
+// TCP_NODELAY and SO_KEEPALIVE (unless disabled), as the reference's launchpipes()
+// does (so a connection that never authenticates costs no setsockopt); a timeout
 // covers connecting and the handshake; any failure closes both sockets.
 
 import { connect as netConnect, type Socket } from 'node:net';
@@ -22,10 +24,9 @@ export interface ConnectionOptions {
   targets: () => readonly Endpoint[]; // the target's current addresses (re-resolved by the dispatcher)
 }
 
-/** What connecting out needs: where from, how long, and the socket options. */
+/** What connecting out needs: where from and how long. */
 export interface DialOptions {
   timeoutMs: number;
-  keepAlive: boolean;
   bind: Endpoint | null;
 }
 
@@ -79,9 +80,7 @@ export async function connectToTarget(endpoints: readonly Endpoint[], options: D
     for (const endpoint of endpoints) {
       if (timedOut) break;
       try {
-        const socket = await dialEndpoint(endpoint, options.bind, (socket) => (current = socket));
-        tuneSocket(socket, options.keepAlive);
-        return socket;
+        return await dialEndpoint(endpoint, options.bind, (socket) => (current = socket));
       } catch (err) {
         lastError = err;
       }
@@ -120,20 +119,24 @@ export async function runHandshake(
 /** Carries `accepted` through its whole life; resolves when both sockets closed cleanly, rejects with what ended it. */
 export async function runConnection(accepted: Socket, options: ConnectionOptions): Promise<void> {
   accepted.on('error', ignoreLateError);
-  tuneSocket(accepted, options.keepAlive);
-  const dial: DialOptions = { timeoutMs: options.timeoutMs, keepAlive: options.keepAlive, bind: options.bind };
-  // -d connects while it handshakes; a target that connects after a failure is closed at once.
-  const connecting = connectToTarget(options.targets(), dial);
+  // Both modes connect to the target at once (-d while it handshakes); a target that connects after a failure is closed at once.
+  const connecting = connectToTarget(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind });
   connecting.catch(ignoreLateError);
   try {
+    let plain: Socket;
+    let encrypted: Socket;
+    let session: Session;
     if (options.mode === 'encrypt') {
-      const target = await connecting;
-      const session = await runHandshake(target, 'client', options);
-      await pipePackets(accepted, target, session);
+      plain = accepted;
+      encrypted = await connecting;
+      session = await runHandshake(encrypted, 'client', options);
     } else {
-      const [session, target] = await Promise.all([runHandshake(accepted, 'server', options), connecting]);
-      await pipePackets(target, accepted, session);
+      encrypted = accepted;
+      [session, plain] = await Promise.all([runHandshake(accepted, 'server', options), connecting]);
     }
+    tuneSocket(plain, options.keepAlive);
+    tuneSocket(encrypted, options.keepAlive);
+    await pipePackets(plain, encrypted, session);
   } catch (err) {
     accepted.destroy();
     connecting.then((target) => target.destroy(), ignoreLateError);

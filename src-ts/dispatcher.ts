@@ -1,10 +1,15 @@
 // Owns the listening side of the daemon: accepting connections on the source
-// address, the -n connection limit (queueing what arrives at the limit, as the
-// kernel backlog does for the reference), periodic re-resolution of the target
-// (-r/-R), and the SIGTERM-style drain performed by close().
+// address (a Unix socket file is created under a temporary name and linked into
+// place, so that closing removes it only while the path is still ours), the -n
+// connection limit (queueing what arrives at the limit, as the kernel backlog does
+// for the reference), periodic re-resolution of the target (-r/-R, one lookup at a
+// time), and the SIGTERM-style drain performed by close().
 
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { linkSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
+import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
 import { runConnection, type ConnectionOptions } from './connection.js';
 import { prepareDiffieHellman } from './handshake.js';
@@ -12,6 +17,25 @@ import { SpipedError, asSpipedError } from './errors.js';
 
 /** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
 export const MAX_QUEUED_CONNECTIONS = 128;
+
+/** The longest Unix socket path the kernel takes (sun_path is 108 bytes with its NUL). */
+const MAX_UNIX_PATH = 107;
+
+/** The device and inode of a file, which identify the socket this process bound. */
+interface FileIdentity {
+  dev: number;
+  ino: number;
+}
+
+/** The identity of the file at `path`, or null if there is none. */
+function identityOf(path: string): FileIdentity | null {
+  try {
+    const { dev, ino } = statSync(path);
+    return { dev, ino };
+  } catch {
+    return null;
+  }
+}
 
 /** Everything the dispatcher needs, besides the per-connection options. */
 export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets'> {
@@ -38,6 +62,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private active = 0;
   private closing = false;
   private resolveTimer: NodeJS.Timeout | null = null;
+  /** The temporary name the Unix socket was bound under, until linked into place. */
+  private bindingAs: string | null = null;
+  /** The Unix socket file this process created at the source path (null for TCP, or once removed). */
+  private ownSocketFile: FileIdentity | null = null;
   private readonly drained: Promise<void>;
   private onDrained: () => void = () => {};
 
@@ -75,12 +103,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     return this.targets;
   }
 
-  /** Stops accepting, drops queued connections, and resolves once the last live connection has ended. */
+  /** Stops accepting, drops queued connections, removes the Unix socket file if the path is still ours, and resolves once the last live connection has ended. */
   close(): Promise<void> {
     if (!this.closing) {
       this.closing = true;
-      if (this.resolveTimer !== null) clearInterval(this.resolveTimer);
+      if (this.resolveTimer !== null) clearTimeout(this.resolveTimer);
       this.server.close();
+      this.removeOwnSocketFile();
       for (const socket of this.queued.splice(0)) socket.destroy();
       if (this.active === 0) this.onDrained();
     }
@@ -89,7 +118,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   private bind(): Promise<void> {
     const source = this.options.source;
-    return new Promise((resolve, reject) => {
+    return new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void =>
         reject(asSpipedError(err, 'EADDRESS', `Error binding socket ${formatEndpoint(source)}`));
       this.server.once('error', onError);
@@ -98,15 +127,61 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         this.server.on('error', (err) => this.emit('warning', `Error accepting connections: ${err.message}`));
         resolve();
       };
-      if (source.kind === 'unix') this.server.listen({ path: source.path }, ready);
+      if (source.kind === 'unix') this.server.listen({ path: this.unixBindPath(source.path) }, ready);
       else this.server.listen({ host: source.address, port: source.port, ipv6Only: source.family === 6 }, ready);
+    }).then(() => {
+      if (source.kind === 'unix') this.linkUnixSocket(source.path);
     });
   }
 
+  /** Where to bind a Unix source: a fresh temporary name beside `path` (linked into place after), or `path` itself when that name would not fit. */
+  private unixBindPath(path: string): string {
+    const temporary = join(dirname(path), `.${basename(path).slice(0, 16)}.${randomBytes(6).toString('hex')}`);
+    this.bindingAs = Buffer.byteLength(temporary) <= MAX_UNIX_PATH ? temporary : null;
+    return this.bindingAs ?? path;
+  }
+
+  /** Links the socket bound under its temporary name to `path` (failing, like bind(2), if `path` exists) and records its identity; Node then unlinks only the temporary name at close. */
+  private linkUnixSocket(path: string): void {
+    const temporary = this.bindingAs;
+    this.bindingAs = null;
+    if (temporary !== null) {
+      try {
+        linkSync(temporary, path);
+      } catch (err) {
+        this.server.close(); // Node unlinks the temporary name
+        const errno = (err as NodeJS.ErrnoException).code;
+        const code = errno === 'EEXIST' ? 'EADDRINUSE' : errno; // what bind(2) says of a taken path
+        const cause = Object.assign(new Error(`bind ${path}: ${code}`), { code });
+        throw new SpipedError('EADDRESS', `Error binding socket ${path}: ${code}`, { cause });
+      }
+      unlinkSync(temporary); // the socket lives on under `path`; Node's unlink at close then finds nothing
+    }
+    this.ownSocketFile = identityOf(path);
+  }
+
+  /** Removes the source socket file if the path still refers to the socket this process created (never another's). */
+  private removeOwnSocketFile(): void {
+    const own = this.ownSocketFile;
+    const source = this.options.source;
+    this.ownSocketFile = null;
+    if (own === null || source.kind !== 'unix') return;
+    const now = identityOf(source.path);
+    if (now === null || now.dev !== own.dev || now.ino !== own.ino) return;
+    try {
+      unlinkSync(source.path);
+    } catch {
+      // no longer allowed (after -u) or already gone: leave it, as the reference always does
+    }
+  }
+
+  /** Re-resolves the target every -r seconds, each lookup armed only once the previous one has finished. */
   private scheduleResolution(): void {
     const every = this.options.resolveEverySeconds;
-    if (every === null || every <= 0) return;
-    this.resolveTimer = setInterval(() => void this.resolveTarget(), every * 1000);
+    if (every === null || every <= 0 || this.closing) return;
+    this.resolveTimer = setTimeout(() => {
+      void this.resolveTarget().then(() => this.scheduleResolution());
+    }, every * 1000);
     this.resolveTimer.unref();
   }
 

@@ -30,3 +30,14 @@ export function asSpipedError(err: unknown, code: SpipedErrorCode, context: stri
   const detail = err instanceof Error ? err.message : String(err);
   return new SpipedError(code, `${context}: ${detail}`, { cause: err });
 }
+
+/** A SpipedError without a stack trace, for failures a remote peer can cause at will (capturing a stack is most of what a junk connection would cost). */
+export function peerError(code: SpipedErrorCode, message: string, options?: { cause?: unknown }): SpipedError {
+  const limit = Error.stackTraceLimit;
+  Error.stackTraceLimit = 0;
+  try {
+    return new SpipedError(code, message, options);
+  } finally {
+    Error.stackTraceLimit = limit;
+  }
+}

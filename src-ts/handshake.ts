@@ -15,7 +15,7 @@ import {
 } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { PacketOpener, PacketSealer } from './crypto/index.js';
-import { SpipedError } from './errors.js';
+import { SpipedError, peerError } from './errors.js';
 
 /** Bytes in a nonce, a DH value, an HMAC, and a whole `y || HMAC(y)` message. */
 export const NONCE_LEN = 32;
@@ -57,6 +57,22 @@ function withExponent<T>(exponent: Buffer, use: (dh: DiffieHellman) => T): T {
   } finally {
     dh.setPrivateKey(CLEARED_EXPONENT); // OpenSSL frees the old exponent with BN_clear_free
   }
+}
+
+/** Nonces drawn from the CSPRNG a pool at a time (one RAND_bytes call per 256 connections instead of per connection). */
+const NONCE_POOL_SIZE = 256 * NONCE_LEN;
+let noncePool = Buffer.alloc(0);
+let noncePoolOffset = 0;
+
+/** A fresh 32-byte nonce from the CSPRNG (a copy of its own; each pool byte is handed out once). */
+export function freshNonce(): Buffer {
+  if (noncePoolOffset === noncePool.length) {
+    noncePool = randomBytes(NONCE_POOL_SIZE);
+    noncePoolOffset = 0;
+  }
+  const nonce = Buffer.from(noncePool.subarray(noncePoolOffset, noncePoolOffset + NONCE_LEN));
+  noncePoolOffset += NONCE_LEN;
+  return nonce;
 }
 
 /** The DH value 1, as sent in fast mode (-f). */
@@ -121,15 +137,15 @@ export function authenticateDhValue(dhmac: Buffer, y: Buffer): Buffer {
 
 /** Checks a received `y || h` (MAC in constant time, y < p, y != 1 under -g) and returns y; throws EHANDSHAKE. */
 export function verifyDhMessage(dhmac: Buffer, message: Buffer, requirePfs: boolean): Buffer {
-  if (message.length !== DH_MESSAGE_LEN) throw new SpipedError('EHANDSHAKE', 'DH message has the wrong length');
+  if (message.length !== DH_MESSAGE_LEN) throw peerError('EHANDSHAKE', 'DH message has the wrong length');
   const y = message.subarray(0, DH_LEN);
   const expected = createHmac('sha256', dhmac).update(y).digest();
   if (!timingSafeEqual(expected, message.subarray(DH_LEN))) {
-    throw new SpipedError('EHANDSHAKE', 'Handshake failed: the peer does not have the same key');
+    throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not have the same key');
   }
-  if (Buffer.compare(y, MODP14_PRIME) >= 0) throw new SpipedError('EHANDSHAKE', 'Handshake failed: DH value out of range');
+  if (Buffer.compare(y, MODP14_PRIME) >= 0) throw peerError('EHANDSHAKE', 'Handshake failed: DH value out of range');
   if (requirePfs && y.equals(DH_ONE)) {
-    throw new SpipedError('EHANDSHAKE', 'Handshake failed: the peer does not offer forward secrecy (-g)');
+    throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not offer forward secrecy (-g)');
   }
   return y;
 }
@@ -171,11 +187,12 @@ export function createPacketCoders(role: Role, keys: SessionKeys): { sealer: Pac
   }
 }
 
-/** Left-pads a big-endian integer to the 256 bytes of a DH value. */
+/** Left-pads a big-endian integer to the 256 bytes of a DH value; a shorter `value` is wiped once copied (it may be a secret). */
 function leftPad(value: Buffer): Buffer {
   if (value.length === DH_LEN) return value;
   const padded = Buffer.alloc(DH_LEN);
   value.copy(padded, DH_LEN - value.length);
+  value.fill(0);
   return padded;
 }
 
@@ -222,12 +239,13 @@ class HandshakeReader {
     this.socket.off('close', this.onEnd);
   }
 
+  // Failures a peer causes are built once per handshake, without a stack trace (see peerError).
   private readonly onEnd = (): void => {
-    this.fail(new SpipedError('EHANDSHAKE', 'Handshake failed: connection closed by the peer'));
+    if (this.failure === null) this.fail(closedByPeer());
   };
 
   private readonly onError = (err: Error): void => {
-    this.fail(new SpipedError('EHANDSHAKE', `Handshake failed: ${err.message}`, { cause: err }));
+    if (this.failure === null) this.fail(peerError('EHANDSHAKE', `Handshake failed: ${err.message}`, { cause: err }));
   };
 
   private readonly settle = (): void => {
@@ -238,7 +256,7 @@ class HandshakeReader {
       if (bytes === null) return;
       this.waiter = null;
       if (bytes.length === waiter.count) waiter.resolve(bytes);
-      else waiter.reject(new SpipedError('EHANDSHAKE', 'Handshake failed: connection closed by the peer'));
+      else waiter.reject((this.failure = closedByPeer()));
     } else {
       this.waiter = null;
       waiter.reject(this.failure);
@@ -246,33 +264,46 @@ class HandshakeReader {
   };
 }
 
+/** The failure of a handshake whose peer closed first. */
+function closedByPeer(): SpipedError {
+  return peerError('EHANDSHAKE', 'Handshake failed: connection closed by the peer');
+}
+
 /** Runs the handshake on `socket` as `options.role`; resolves to the session, rejects with EHANDSHAKE or ETIMEOUT. */
 export async function handshake(socket: Socket, options: HandshakeOptions): Promise<Session> {
   const reader = new HandshakeReader(socket);
   const timer =
     options.timeoutMs > 0
-      ? setTimeout(() => reader.fail(new SpipedError('ETIMEOUT', 'Handshake timed out')), options.timeoutMs)
+      ? setTimeout(() => reader.fail(peerError('ETIMEOUT', 'Handshake timed out')), options.timeoutMs)
       : null;
   let own: DhContribution | null = null;
   let dhmac: { dhmacC: Buffer; dhmacS: Buffer } | null = null;
   try {
-    const ownNonce = randomBytes(NONCE_LEN);
-    socket.write(ownNonce);
-    // Our DH value does not depend on the peer: compute it while the peer's nonce is in flight.
-    own = createDhContribution(options.fast);
-    const peerNonce = await reader.read(NONCE_LEN);
     const isClient = options.role === 'client';
-    const nonceC = isClient ? ownNonce : peerNonce;
-    const nonceS = isClient ? peerNonce : ownNonce;
-    dhmac = deriveDhmacKeys(options.key, nonceC, nonceS);
-    const { dhmacC, dhmacS } = dhmac;
+    const ownNonce = freshNonce();
+    socket.write(ownNonce);
+    let nonceC: Buffer;
+    let nonceS: Buffer;
     let yPeer: Buffer;
     if (isClient) {
-      socket.write(authenticateDhValue(dhmacC, own.y));
-      yPeer = verifyDhMessage(dhmacS, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
+      // The client's DH value does not depend on the peer: computed while the server's nonce is in flight.
+      own = createDhContribution(options.fast);
+      nonceC = ownNonce;
+      nonceS = await reader.read(NONCE_LEN);
+      dhmac = deriveDhmacKeys(options.key, nonceC, nonceS);
+      socket.write(authenticateDhValue(dhmac.dhmacC, own.y));
+      yPeer = verifyDhMessage(dhmac.dhmacS, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
     } else {
-      yPeer = verifyDhMessage(dhmacC, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
-      socket.write(authenticateDhValue(dhmacS, own.y));
+      // The server sends nothing more until the client's nonce and y_C || MAC are in, so it
+      // reads both at once, and it derives dk_1 and computes its own DH value (a modexp) only
+      // once y_C's MAC verified, as the reference does: an unauthenticated peer costs no modexp.
+      const first = await reader.read(NONCE_LEN + DH_MESSAGE_LEN);
+      nonceC = first.subarray(0, NONCE_LEN);
+      nonceS = ownNonce;
+      dhmac = deriveDhmacKeys(options.key, nonceC, nonceS);
+      yPeer = verifyDhMessage(dhmac.dhmacC, first.subarray(NONCE_LEN), options.requirePfs);
+      own = createDhContribution(options.fast);
+      socket.write(authenticateDhValue(dhmac.dhmacS, own.y));
     }
     const ySC = computeSharedValue(own, yPeer);
     const keys = deriveSessionKeys(options.key, nonceC, nonceS, ySC);

@@ -1,9 +1,10 @@
 // Owns what makes spiped a daemon: detaching (the parent re-runs its own
-// command line as a detached child, in a new session, and waits until the
-// child is listening), the pidfile, switching user and group after binding
-// (-u), and sending warnings to the system log (--syslog, via logger(1)).
+// command line as a detached child, in a new session, and waits a bounded time
+// until the child is listening), the pidfile, switching user and group after
+// binding (-u), and sending warnings to the system log (--syslog, through one
+// long-lived logger(1) fed line by line).
 
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { strerror } from './messages.js';
 
@@ -19,26 +20,43 @@ export function takeDaemonChildMarker(): boolean {
   return isChild;
 }
 
+/** How long the parent waits for the detached daemon by default (SPIPED_NATIVE_START_TIMEOUT overrides, in seconds). */
+export const DEFAULT_START_TIMEOUT_SECONDS = 30;
+
+/** The parent's wait for the detached daemon, in ms: SPIPED_NATIVE_START_TIMEOUT seconds when set to a positive number, else the default. */
+export function startTimeoutMs(): number {
+  const seconds = Number(process.env['SPIPED_NATIVE_START_TIMEOUT']);
+  return (Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_START_TIMEOUT_SECONDS) * 1000;
+}
+
 /**
  * Parent side of detaching: re-runs this process detached (same node, script and arguments),
- * with stdout/stderr inherited (as the reference keeps them) and `stdinBytes` (the -k - key)
- * as its standard input. Resolves to 0 once the child is ready, else to its failure code.
+ * with stdout/stderr inherited (as the reference keeps them) and standard input too when
+ * `inheritStdin` (-k -: the daemon itself hashes the key as it streams in). Resolves to 0
+ * once the child is ready, else to its failure code; if it is not ready within `timeoutMs`,
+ * kills it and resolves to 1 with a message.
  */
-export function detach(program: string, stdinBytes: Buffer | null): Promise<number> {
+export function detach(program: string, inheritStdin: boolean, timeoutMs: number): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       detached: true,
       env: { ...process.env, [CHILD_MARKER]: '1' },
-      stdio: [stdinBytes === null ? 'ignore' : 'pipe', 'inherit', 'inherit', 'ipc'],
+      stdio: [inheritStdin ? 'inherit' : 'ignore', 'inherit', 'inherit', 'ipc'],
     });
     let settled = false;
     const settle = (code: number): void => {
       if (settled) return;
       settled = true;
+      clearTimeout(timer);
       if (child.connected) child.disconnect();
       child.unref();
       resolve(code);
     };
+    const timer = setTimeout(() => {
+      process.stderr.write(`${program}: The daemon was not ready within ${timeoutMs / 1000} seconds; stopped it\n`);
+      child.kill('SIGKILL');
+      settle(1);
+    }, timeoutMs);
     child.on('message', (message) => {
       if (message === READY) settle(0);
     });
@@ -47,10 +65,6 @@ export function detach(program: string, stdinBytes: Buffer | null): Promise<numb
       process.stderr.write(`${program}: Failed to daemonize: ${strerror(err)}\n`);
       settle(1);
     });
-    if (stdinBytes !== null) {
-      child.stdin?.on('error', () => {}); // the child may fail before reading its key
-      child.stdin?.end(stdinBytes);
-    }
   });
 }
 
@@ -111,13 +125,60 @@ export function switchIdentity(spec: string): string[] {
   return warnings;
 }
 
-/** --syslog: hands one warning to the system log through logger(1); best effort, never throws. */
-export function syslogWarning(tag: string, message: string): void {
-  try {
-    const child = spawn('logger', ['-t', tag, '-p', 'daemon.warning', '--', message], { stdio: 'ignore' });
-    child.on('error', () => {});
-    child.unref();
-  } catch {
-    // no logger(1): the warning goes nowhere, as syslog(3) without /dev/log would
+/** Restarts of logger(1) allowed per minute before --syslog gives up for that minute (a logger that cannot start must not become a fork loop). */
+const MAX_LOGGER_STARTS_PER_MINUTE = 5;
+
+/**
+ * --syslog: one long-lived logger(1) child per daemon, fed one warning per line on its
+ * standard input (never a process per warning), tagged like the reference
+ * ("<program>[<pid>]", priority daemon.warning). A logger that dies is started again on
+ * the next warning, at most MAX_LOGGER_STARTS_PER_MINUTE times a minute; lines that find
+ * no logger go nowhere, as syslog(3) without /dev/log would. Never throws.
+ */
+export class SyslogSender {
+  private readonly tag: string;
+  private child: ChildProcess | null = null;
+  private starts: number[] = [];
+
+  /** Logs as `tag` (the program name). */
+  constructor(tag: string) {
+    this.tag = tag;
+  }
+
+  /** Hands `line` to the system log (newlines inside it become spaces). */
+  send(line: string): void {
+    const logger = this.child ?? this.start();
+    if (logger === null) return;
+    logger.stdin?.write(`${line.replace(/[\r\n]+/g, ' ')}\n`);
+  }
+
+  /** Closes logger's input (it exits once it has logged what it read). */
+  close(): void {
+    this.child?.stdin?.end();
+    this.child = null;
+  }
+
+  private start(): ChildProcess | null {
+    const now = Date.now();
+    this.starts = this.starts.filter((at) => now - at < 60_000);
+    if (this.starts.length >= MAX_LOGGER_STARTS_PER_MINUTE) return null;
+    this.starts.push(now);
+    try {
+      const child = spawn('logger', ['-t', this.tag, `--id=${process.pid}`, '-p', 'daemon.warning'], {
+        stdio: ['pipe', 'ignore', 'ignore'],
+      });
+      const forget = (): void => {
+        if (this.child === child) this.child = null;
+      };
+      child.on('error', forget); // no logger(1)
+      child.on('exit', forget);
+      child.stdin?.on('error', forget); // EPIPE once it died
+      child.unref();
+      (child.stdin as { unref?: () => void } | null)?.unref?.(); // an idle logger never keeps the daemon alive
+      this.child = child;
+      return child;
+    } catch {
+      return null;
+    }
   }
 }

@@ -109,18 +109,68 @@ export function startupFailureLines(err: unknown, keyFile: string, addresses: re
   return [errorText(err)];
 }
 
-/** Prints one notice line when the node:crypto fallback is live though nobody asked for it (SPIPED_NATIVE=0). */
-export function noteFallbackBackend(program: string): void {
-  if (process.env['SPIPED_NATIVE'] === '0') return;
+/** Loads the crypto backend now; returns the notice line to print when the node:crypto fallback is live though nobody asked for it (SPIPED_NATIVE=0), else null. */
+export function fallbackNotice(): string | null {
   let backend: ReturnType<typeof cryptoBackend>;
   try {
     backend = cryptoBackend();
   } catch {
-    return; // SPIPED_NATIVE=1 without an addon: the first seal/open reports it
+    return null; // SPIPED_NATIVE=1 without an addon: the first seal/open reports it
   }
-  if (backend.name !== 'node-crypto') return;
-  process.stderr.write(
-    `${program}: notice: native addon not in use (${backend.reason ?? 'unknown reason'}); ` +
-      `using the slower node:crypto backend; see 'spiped-native doctor'\n`,
-  );
+  if (backend.name !== 'node-crypto' || process.env['SPIPED_NATIVE'] === '0') return null;
+  return `notice: native addon not in use (${backend.reason ?? 'unknown reason'}); using the slower node:crypto backend; see 'spiped-native doctor'`;
+}
+
+/** How long identical warnings are folded into one line with a count. */
+export const COALESCE_WINDOW_MS = 1000;
+/** Distinct warnings tracked at once (a flood of distinct texts is printed as it comes). */
+const MAX_TRACKED_WARNINGS = 64;
+
+/**
+ * Folds bursts of identical warnings (a peer can make the daemon warn at will, e.g. by
+ * connecting at the -n limit), so that each text is written at most once a second: the
+ * first of a kind at once; repeats are counted, and when a second has passed one line
+ * says how many there were ("<warning> (repeated N more times)"), which starts the next
+ * second's count. `flush()` writes what is pending (at exit).
+ */
+export class WarningCoalescer {
+  private readonly write: (line: string) => void;
+  private readonly windows = new Map<string, { repeats: number; timer: NodeJS.Timeout }>();
+
+  /** Writes lines through `write`. */
+  constructor(write: (line: string) => void) {
+    this.write = write;
+  }
+
+  /** Reports one warning line. */
+  report(line: string): void {
+    const window = this.windows.get(line);
+    if (window !== undefined) {
+      window.repeats += 1;
+      return;
+    }
+    this.write(line);
+    if (this.windows.size < MAX_TRACKED_WARNINGS) this.open(line);
+  }
+
+  /** Writes the counts of every open window now. */
+  flush(): void {
+    for (const line of [...this.windows.keys()]) this.close(line, false);
+  }
+
+  private open(line: string): void {
+    const timer = setTimeout(() => this.close(line, true), COALESCE_WINDOW_MS);
+    timer.unref();
+    this.windows.set(line, { repeats: 0, timer });
+  }
+
+  private close(line: string, reopen: boolean): void {
+    const window = this.windows.get(line);
+    if (window === undefined) return;
+    clearTimeout(window.timer);
+    this.windows.delete(line);
+    if (window.repeats === 0) return;
+    this.write(`${line} (repeated ${window.repeats} more times)`);
+    if (reopen) this.open(line); // still flooding: the next second is counted too
+  }
 }

@@ -7,7 +7,7 @@ import { DEFAULTS, MAX_TIMER_SECONDS, connect } from '../api.js';
 import { SpipedError } from '../errors.js';
 import type { SecureStream } from '../secure-stream.js';
 import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, type ParseOutcome } from './getopt.js';
-import { addressProblem, errorText, noteFallbackBackend, startupFailureLines, warn } from './messages.js';
+import { addressProblem, errorText, fallbackNotice, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPE_USAGE } from './usage.js';
 
 const PROGRAM = 'spipe';
@@ -79,7 +79,8 @@ export async function runSpipe(argv: readonly string[]): Promise<number> {
     warn(PROGRAM, malformed);
     return 1;
   }
-  noteFallbackBackend(PROGRAM);
+  const notice = fallbackNotice();
+  if (notice !== null) warn(PROGRAM, [notice]);
   let stream: SecureStream;
   try {
     stream = await connect({

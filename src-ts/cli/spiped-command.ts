@@ -1,14 +1,14 @@
 // Owns the spiped command: parsing its flags exactly as the reference does
 // (same checks, messages and exit codes), then running the daemon on
-// createTunnel(): detaching (daemon.ts), pidfile, -u, warnings to stderr or
-// syslog, and the SIGTERM drain.
+// createTunnel(): detaching (daemon.ts), pidfile, loading the crypto backend
+// before -u drops privileges, warnings (coalesced) to stderr or syslog, the
+// SIGTERM drain, and the reference's SIGINT handling as PID 1.
 
 import { unlinkSync } from 'node:fs';
 import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.js';
-import { readKeyFile } from '../keyfile.js';
-import { detach, notifyParentReady, switchIdentity, syslogWarning, takeDaemonChildMarker, writePidfile } from './daemon.js';
+import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
 import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
-import { addressProblem, errorText, noteFallbackBackend, startupFailureLines, warn } from './messages.js';
+import { WarningCoalescer, addressProblem, errorText, fallbackNotice, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPED_USAGE } from './usage.js';
 
 const PROGRAM = 'spiped';
@@ -112,26 +112,26 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
     return 1;
   }
   const isDaemonChild = takeDaemonChildMarker();
-  if (!isDaemonChild) noteFallbackBackend(PROGRAM);
-  if (config.foreground || isDaemonChild) return serve(config, isDaemonChild);
-  let keyBytes: Buffer | null = null;
-  if (config.key === '-') {
-    try {
-      keyBytes = await readKeyFile('-');
-    } catch (err) {
-      warn(PROGRAM, startupFailureLines(err, config.key, []));
-      return 1;
-    }
+  if (process.pid === 1) {
+    // As init (in a container) no signal has a default action: exit at once on SIGINT, as the reference does.
+    warn(PROGRAM, ['WARNING: Applying workaround for Docker signal-handling bug']);
+    process.on('SIGINT', () => process.exit(0));
   }
-  return detach(PROGRAM, keyBytes);
+  if (config.foreground || isDaemonChild) return serve(config, isDaemonChild);
+  // -k -: the daemon inherits standard input and hashes the key as it streams in.
+  return detach(PROGRAM, config.key === '-', startTimeoutMs());
 }
 
 /** The daemon itself (in the foreground, or as the detached child); resolves to the exit code. */
 async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
-  let toSyslog = false;
+  const syslog = config.syslog ? new SyslogSender(PROGRAM) : null; // starts logger(1) at its first line
+  let toSyslog = false; // once detached
+  const warnings = new WarningCoalescer((line) => {
+    if (toSyslog && syslog !== null) syslog.send(line);
+    else warn(PROGRAM, [line]);
+  });
   const report = (lines: readonly string[]): void => {
-    if (toSyslog) for (const line of lines) syslogWarning(PROGRAM, line);
-    else warn(PROGRAM, lines);
+    for (const line of lines) warnings.report(line);
   };
   const daemonize = (): void => {
     writePidfile(config.pidfile);
@@ -140,6 +140,9 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
     notifyParentReady();
     toSyslog = config.syslog;
   };
+  // The crypto backend is loaded (and its fallback notice printed by the daemon itself) before -u can drop the rights to read it.
+  const notice = fallbackNotice();
+  if (notice !== null) report([notice]);
   if (detached && config.waitForDns) {
     // -D: the reference daemonizes before resolving, then waits for DNS in the background.
     try {
@@ -181,7 +184,10 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
     return 1;
   }
   if (detached && !config.waitForDns) released();
-  return drainOnSignal(tunnel, !detached);
+  const code = await drainOnSignal(tunnel);
+  warnings.flush();
+  syslog?.close();
+  return code;
 }
 
 /** Best-effort removal of a pidfile this run wrote before failing. */
@@ -193,16 +199,14 @@ function removePidfile(path: string): void {
   }
 }
 
-/** Resolves to 0 once SIGTERM (and, in the foreground, SIGINT) has drained the tunnel; a second signal ends at once. */
-function drainOnSignal(tunnel: Tunnel, alsoSigint: boolean): Promise<number> {
+/** Resolves to 0 once SIGTERM has drained the tunnel; a second SIGTERM ends at once. (SIGINT keeps its default: the process ends at once, as the reference's does.) */
+function drainOnSignal(tunnel: Tunnel): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
-    const stop = (): void => {
+    process.on('SIGTERM', () => {
       if (stopping) resolve(0);
       stopping = true;
       void tunnel.close().then(() => resolve(0));
-    };
-    process.on('SIGTERM', stop);
-    if (alsoSigint) process.on('SIGINT', stop);
+    });
   });
 }
