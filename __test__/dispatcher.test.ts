@@ -1,5 +1,6 @@
 // The dispatcher's target re-resolution (-r): new addresses are used once
-// resolved, and a failed re-resolution keeps the old ones. Also -b: outgoing
+// resolved, a failed re-resolution keeps the old ones, and a slow lookup is never
+// overlapped by the next. Also -b: outgoing
 // connections leave from the bind address, for spiped, spipe and connect().
 
 import test from 'ava';
@@ -16,6 +17,19 @@ function listen(server: Server, host = '127.0.0.1'): Promise<number> {
 }
 
 const endpoint = (port: number): Endpoint => ({ kind: 'inet', address: '127.0.0.1', family: 4, port });
+
+/** The options of an encrypting -f dispatcher on a free loopback port, keyed by `keyFile` (the key file's bytes). */
+const encryptingDispatcher = (keyFile: Buffer) =>
+  ({
+    mode: 'encrypt',
+    key: hashKeyBytes(keyFile),
+    fast: true,
+    requirePfs: false,
+    timeoutMs: 5000,
+    keepAlive: true,
+    bind: null,
+    source: endpoint(0),
+  }) as const;
 
 test('-r: the target is re-resolved on schedule, and a failed lookup keeps the old addresses', async (t) => {
   const key = randomBytes(32);
@@ -35,14 +49,7 @@ test('-r: the target is re-resolved on schedule, and a failed lookup keeps the o
   const [firstPort, secondPort] = [await listen(first), await listen(second)];
   let lookups = 0;
   const dispatcher = await Dispatcher.listen({
-    mode: 'encrypt',
-    key: hashKeyBytes(key),
-    fast: true,
-    requirePfs: false,
-    timeoutMs: 5000,
-    keepAlive: true,
-    bind: null,
-    source: endpoint(0),
+    ...encryptingDispatcher(key),
     target: { kind: 'inet', host: 'service.invalid', port: 1, literal: false },
     targets: [endpoint(firstPort)],
     resolveEverySeconds: 0.2,
@@ -66,6 +73,33 @@ test('-r: the target is re-resolved on schedule, and a failed lookup keeps the o
   t.deepEqual(dispatcher.currentTargets(), [endpoint(secondPort)], 'a failed lookup kept the last good addresses');
   t.true(warnings.some((message) => message.includes('keeping the old addresses')));
   t.deepEqual(seen, ['first', 'second']);
+});
+
+test('-r: a lookup slower than the interval is never overlapped; the next is armed once it finished', async (t) => {
+  let inFlight = 0;
+  let most = 0;
+  let lookups = 0;
+  const dispatcher = await Dispatcher.listen({
+    ...encryptingDispatcher(randomBytes(32)),
+    target: { kind: 'inet', host: 'slow.invalid', port: 1, literal: false },
+    targets: [endpoint(1)],
+    resolveEverySeconds: 0.02,
+    maxConnections: 0,
+    resolve: async () => {
+      lookups += 1;
+      inFlight += 1;
+      most = Math.max(most, inFlight);
+      await new Promise((resolve) => setTimeout(resolve, 150)); // 7 intervals long
+      inFlight -= 1;
+      return [endpoint(2)];
+    },
+  });
+  t.true(await waitUntil(() => lookups >= 3), `looked up ${lookups} times`);
+  await dispatcher.close();
+  const after = lookups;
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  t.is(most, 1, 'never two lookups at once');
+  t.is(lookups, after, 'no lookup after close()');
 });
 
 test('-b: outgoing connections of spiped, spipe and connect() leave from the bind address', async (t) => {

@@ -15,6 +15,7 @@ import {
   deriveDhmacKeys,
   deriveSessionKeys,
   handshake,
+  prepareDiffieHellman,
   verifyDhMessage,
   type HandshakeOptions,
 } from 'spiped-native/handshake';
@@ -174,6 +175,52 @@ test('handshake failures: wrong key, -g against -f, silence (timeout) and an ear
     t.is(errorCode(await handshake(a, options('client', randomBytes(32))).catch((err: unknown) => err)), 'EHANDSHAKE');
     a.destroy();
   }
+});
+
+// Serial: ava runs serial tests before the concurrent ones, so no other handshake adds to the count.
+test.serial('the server computes its DH value only once the client proved the key: junk and a wrong key cost it no modexp', async (t) => {
+  // Every modexp of this process goes through the one group-14 object; count its uses.
+  const dh = prepareDiffieHellman();
+  const generateKeys = dh.generateKeys.bind(dh);
+  let modexps = 0;
+  dh.generateKeys = ((...args: Parameters<typeof dh.generateKeys>) => {
+    modexps += 1;
+    return generateKeys(...args);
+  }) as typeof dh.generateKeys;
+  t.teardown(() => void delete (dh as { generateKeys?: unknown }).generateKeys); // back to the prototype's
+  const key = randomBytes(32);
+  const raw = async (bytes: Buffer): Promise<{ error: unknown; sent: number }> => {
+    const [client, serverSide] = await socketPair();
+    let sent = 0;
+    client.on('data', (chunk: Buffer) => (sent += chunk.length));
+    const server = handshake(serverSide, options('server', key));
+    client.write(bytes);
+    const error = await server.catch((err: unknown) => err);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // anything the server wrote has arrived
+    client.destroy();
+    serverSide.destroy();
+    return { error, sent };
+  };
+  for (const junk of [randomBytes(32 + 288), randomBytes(400)]) {
+    const { error, sent } = await raw(junk);
+    t.is(errorCode(error), 'EHANDSHAKE');
+    t.is(sent, 32, 'the server sent its nonce and nothing more');
+  }
+  {
+    const [a, b] = await socketPair();
+    const server = handshake(b, options('server', randomBytes(32)));
+    const client = handshake(a, options('client', key));
+    t.is(errorCode(await server.catch((err: unknown) => err)), 'EHANDSHAKE', 'a client with another key is refused');
+    a.destroy();
+    b.destroy();
+    await client.catch(() => {});
+  }
+  t.is(modexps, 1, 'only the wrong-key client computed a DH value; the server computed none');
+  const [a, b] = await socketPair();
+  await Promise.all([handshake(a, options('client', key)), handshake(b, options('server', key))]);
+  t.is(modexps, 3, 'a client with the key gets the server to compute its value');
+  a.destroy();
+  b.destroy();
 });
 
 test('HMAC check is over y only, with the side-specific key', (t) => {
