@@ -56,6 +56,8 @@ export interface DispatcherEvents {
 /** A listening spiped daemon. */
 export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private readonly options: DispatcherOptions;
+  /** What every connection is run with (built once, not per connection). */
+  private readonly connectionOptions: ConnectionOptions;
   private readonly server: Server;
   private readonly queued: Socket[] = [];
   private targets: readonly Endpoint[];
@@ -73,6 +75,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     super();
     this.options = options;
     this.targets = options.targets;
+    this.connectionOptions = { ...options, targets: () => this.targets };
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => void options.key.fill(0));
   }
@@ -213,7 +216,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.active += 1;
     const limit = this.options.maxConnections;
     if (limit > 0 && this.active === limit) this.emit('warning', `Maximum number of connections (${limit}) reached`);
-    runConnection(socket, { ...this.options, targets: () => this.targets })
+    runConnection(socket, this.connectionOptions)
       .catch((err: unknown) => this.emit('connectionError', asSpipedError(err, 'ECLOSED', 'Connection failed')))
       .finally(() => this.release());
   }
