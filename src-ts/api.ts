@@ -5,7 +5,7 @@
 import { createServer as netCreateServer, type Server, type Socket } from 'node:net';
 import { parseAddress, resolveAddress, type Endpoint } from './address.js';
 import { connectToTarget, runHandshake, tuneSocket } from './connection.js';
-import { prepareDiffieHellman } from './handshake.js';
+import { preparePfsServer } from './handshake.js';
 import { Dispatcher } from './dispatcher.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { loadKey, type KeySource } from './keyfile.js';
@@ -112,7 +112,7 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
   checkSessionOptions(options);
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
   const keyReady = loadKey(options.key);
-  if (!(options.fast ?? false)) prepareDiffieHellman();
+  if (!(options.fast ?? false)) preparePfsServer();
   const server = netCreateServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket: Socket) => {
     socket.on('error', () => {}); // failures surface through the handshake or the SecureStream
     keyReady

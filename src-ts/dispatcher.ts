@@ -12,7 +12,7 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
 import { runConnection, type ConnectionOptions } from './connection.js';
-import { prepareDiffieHellman } from './handshake.js';
+import { preparePfsServer } from './handshake.js';
 import { SpipedError, asSpipedError } from './errors.js';
 
 /** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
@@ -82,7 +82,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Starts listening on `options.source`; resolves once bound, rejects if the source cannot be bound. */
   static async listen(options: DispatcherOptions): Promise<Dispatcher> {
-    if (!options.fast) prepareDiffieHellman();
+    if (!options.fast) preparePfsServer();
     const dispatcher = new Dispatcher(options);
     await dispatcher.bind();
     dispatcher.scheduleResolution();
