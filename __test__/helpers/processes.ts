@@ -198,17 +198,20 @@ export async function startDaemon(
   };
 }
 
-/** An echo server: every connection gets its bytes back, and its EOF after them. */
-export function startEchoServer(): Promise<{ server: Server; port: number; connections: () => number }> {
+/** An echo server: every connection gets its bytes back, and its EOF after them; `open()` counts connections not yet closed. */
+export function startEchoServer(): Promise<{ server: Server; port: number; connections: () => number; open: () => number }> {
   let connections = 0;
+  let open = 0;
   const server = createServer({ allowHalfOpen: true }, (socket) => {
     connections += 1;
+    open += 1;
     socket.on('error', () => {});
+    socket.once('close', () => (open -= 1));
     socket.pipe(socket);
   });
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () =>
-      resolve({ server, port: (server.address() as AddressInfo).port, connections: () => connections }),
+      resolve({ server, port: (server.address() as AddressInfo).port, connections: () => connections, open: () => open }),
     );
   });
 }

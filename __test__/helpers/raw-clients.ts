@@ -86,43 +86,51 @@ export interface Cut {
   reset: 'client' | 'server';
 }
 
+/** A relay that cuts one connection when armed. */
+export interface CuttingRelay {
+  server: Server;
+  /** Cuts the next connection as `cut` says; resolves once the cut has happened. */
+  arm: (cut: Cut) => Promise<void>;
+}
+
 /**
- * A TCP relay from `listenPort` to `targetPort`. Its first connection carries
- * exactly `cut.after` bytes of `cut.direction` (the rest of that chunk is
- * dropped), then resets (RST) the socket on side `cut.reset` and closes the
- * other side with a FIN at the same moment. Later connections are relayed
- * untouched. `cutDone` resolves once the cut has happened.
+ * A TCP relay from `listenPort` to `targetPort` that carries connections
+ * untouched, except the first one after each arm(cut): that one carries
+ * exactly `cut.after` bytes of `cut.direction` (the rest of that chunk and
+ * everything after it are dropped), then resets (RST) its socket on side
+ * `cut.reset` and closes the other side with a FIN at the same moment.
  */
-export function startCuttingRelay(listenPort: number, targetPort: number, cut: Cut): Promise<{ server: Server; cutDone: Promise<void> }> {
-  let connections = 0;
-  let markCut: () => void = () => {};
-  const cutDone = new Promise<void>((resolve) => (markCut = resolve));
+export function startCuttingRelay(listenPort: number, targetPort: number): Promise<CuttingRelay> {
+  let armed: { cut: Cut; done: () => void } | null = null;
   const server = createServer({ allowHalfOpen: true }, (client) => {
-    const cutting = connections++ === 0;
+    const cutting = armed;
+    armed = null;
     const upstream = connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true });
     const sides = { client, server: upstream };
-    let done = false;
+    let stopped = false;
     const forward = (from: Socket, to: Socket, direction: Cut['direction']): void =>
       relayDirection(from, to, (chunk, seen) => {
-        if (done) return;
-        if (!cutting || direction !== cut.direction || seen + chunk.length < cut.after) {
+        if (stopped) return;
+        if (cutting === null || direction !== cutting.cut.direction || seen + chunk.length < cutting.cut.after) {
           to.write(chunk);
           return;
         }
+        const { cut, done } = cutting;
         to.write(chunk.subarray(0, cut.after - seen));
-        done = true;
+        stopped = true;
         const other = cut.reset === 'client' ? sides.server : sides.client;
         // The next turn of the event loop, once the forwarded bytes have left.
         setImmediate(() => {
           sides[cut.reset].resetAndDestroy();
           other.destroySoon(); // FIN once written, then closed
-          markCut();
+          done();
         });
       });
     forward(client, upstream, 'toServer');
     forward(upstream, client, 'toClient');
   });
+  const arm = (cut: Cut): Promise<void> => new Promise((resolve) => (armed = { cut, done: resolve }));
   return new Promise((resolve) => {
-    server.listen(listenPort, '127.0.0.1', () => resolve({ server, cutDone }));
+    server.listen(listenPort, '127.0.0.1', () => resolve({ server, arm }));
   });
 }
