@@ -17,7 +17,7 @@
 // first --junk-cold connections of a freshly started daemon) and warm (--junk-count
 // connections after as many more unmeasured), and the daemon's VmRSS idle and while
 // it holds --junk-silent silent connections at once.
-// Prints a table (ours, C, ours/C, relay, relay/C) and the crypto backend;
+// Prints a table (ours, C, ours/C, relay, relay/C, ours/relay) and the crypto backend;
 // --json prints one object.
 // Options: --size <MiB> (1024), --quick, --json, --only ours|c, --no-relay, --rounds <n> (median,
 // order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3, plus as long a
@@ -637,7 +637,8 @@ interface JunkResult {
 function startJunkDaemon(impl: Impl, keyFile: string, targetPort: number, port: number): Promise<Daemon> {
   const addr = (p: number): string => `[127.0.0.1]:${p}`;
   const args = ['-d', '-F', '-s', addr(port), '-t', addr(targetPort), '-k', keyFile, '-n', '0', '-o', '5'];
-  return startDaemon(impl, `${impl} junk D`, args, port);
+  // The Node relay stands in as the floor: the least any Node -d does per junk connection.
+  return startDaemon(impl, `${impl} junk D`, impl === 'relay' ? [...args, '--junk-floor'] : args, port);
 }
 
 /**
@@ -833,13 +834,13 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
   const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
     a !== undefined && b !== undefined && b !== 0 ? a / b : undefined;
   const withRelay = results.relay.length > 0;
-  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C', ...(withRelay ? ['Node relay', 'relay/C'] : [])]];
+  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C', ...(withRelay ? ['Node relay', 'relay/C', 'ours/relay'] : [])]];
   for (const m of METRICS) {
     const o = median(results.ours.map(m.get));
     const c = median(results.c.map(m.get));
     const r = median(results.relay.map(m.get));
     if (o === undefined && c === undefined && r === undefined) continue; // a phase not run
-    const relayCells = withRelay ? [fmt(r, m.digits), fmt(ratio(r, c), 2)] : [];
+    const relayCells = withRelay ? [fmt(r, m.digits), fmt(ratio(r, c), 2), fmt(ratio(o, r), 2)] : [];
     rows.push([m.label, fmt(o, m.digits), fmt(c, m.digits), fmt(ratio(o, c), 2), ...relayCells]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -879,7 +880,7 @@ async function main(): Promise<void> {
     if (existsSync(C_SPIPED)) impls.push('c');
     else progress(`${C_SPIPED} not found: measuring ours only`);
   }
-  if (OPTS.relay && OPTS.phases.includes('rtt')) {
+  if (OPTS.relay && (OPTS.phases.includes('rtt') || OPTS.phases.includes('junk'))) {
     if (existsSync(RELAY_CLI)) impls.push('relay');
     else progress(`${RELAY_CLI} not found (run npm run build:ts): no Node relay`);
   }
@@ -899,7 +900,8 @@ async function main(): Promise<void> {
       const order = round % 2 === 0 ? impls : [...impls].reverse();
       const roundResults = new Map<Impl, ImplResult>();
       for (const impl of order) {
-        roundResults.set(impl, impl === 'relay' ? { rssIdleE: NaN } : await runImpl(impl, keyFile, server, targetPort));
+        if (impl !== 'relay') roundResults.set(impl, await runImpl(impl, keyFile, server, targetPort));
+        else roundResults.set(impl, { rssIdleE: NaN, ...(OPTS.phases.includes('junk') ? { junk: await runJunk(impl, keyFile, targetPort) } : {}) });
       }
       if (OPTS.phases.includes('rtt')) {
         const rtts = await runRoundTrips(order, keyFile, server, targetPort);
