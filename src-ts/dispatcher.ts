@@ -82,9 +82,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** Starts listening on `options.source`; resolves once bound, rejects if the source cannot be bound. */
   static async listen(options: DispatcherOptions): Promise<Dispatcher> {
-    if (!options.fast) preparePfsServer();
     const dispatcher = new Dispatcher(options);
     await dispatcher.bind();
+    if (!options.fast) preparePfsServer(); // once bound: its worker starts while the daemon already listens
     dispatcher.scheduleResolution();
     return dispatcher;
   }
