@@ -14,6 +14,7 @@ import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type Sock
 import { runConnection, type ConnectionOptions } from './connection.js';
 import { preparePfsServer } from './handshake.js';
 import { SpipedError, asSpipedError } from './errors.js';
+import { warmUp } from './warmup.js';
 
 /** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
 export const MAX_QUEUED_CONNECTIONS = 128;
@@ -86,6 +87,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     await dispatcher.bind();
     if (!options.fast) preparePfsServer(); // once bound: its worker starts while the daemon already listens
     dispatcher.scheduleResolution();
+    void warmUp(); // in the background: the daemon serves meanwhile
     return dispatcher;
   }
 
