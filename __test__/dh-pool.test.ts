@@ -1,7 +1,8 @@
 // The pool of DH pairs computed ahead (dh-pool.ts): every pair is a valid
 // group-14 pair (y = 2^x mod p, x = 2^258 + 256 bits), none is handed out twice,
 // handshakes of a PFS server take their values from it (no modexp for y on the
-// event loop), and it refills in the background.
+// event loop), it refills in the background, and once the last lease is given
+// back its worker stops and what was left is gone (the process can exit).
 
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
@@ -27,7 +28,7 @@ const options = (role: 'client' | 'server', key: Buffer): HandshakeOptions => ({
 
 test.serial('before it starts there is no pool; once started it fills with valid, distinct pairs', async (t) => {
   t.is(takePooledPair(), null, 'no pool in a process that never started one (spipe, connect())');
-  preparePfsServer();
+  t.teardown(preparePfsServer());
   t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000), `filled to ${pooledPairCount()}`);
   const p = toBigInt(MODP14_PRIME);
   const seen = new Set<string>();
@@ -47,7 +48,7 @@ test.serial('before it starts there is no pool; once started it fills with valid
 });
 
 test.serial('PFS handshakes take their own values from the pool: no modexp for y on the event loop', async (t) => {
-  preparePfsServer();
+  t.teardown(preparePfsServer());
   t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000));
   const dh = prepareDiffieHellman();
   const generateKeys = dh.generateKeys.bind(dh);
@@ -66,4 +67,19 @@ test.serial('PFS handshakes take their own values from the pool: no modexp for y
   t.is(server.opener.open(sealed).toString(), 'pooled', 'the sides agree on the session keys');
   a.destroy();
   b.destroy();
+});
+
+test.serial('the last lease given back stops the worker and drops the pairs left', async (t) => {
+  const first = preparePfsServer();
+  const second = preparePfsServer();
+  t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000));
+  first();
+  first(); // idempotent: one lease is still held
+  t.is(pooledPairCount(), POOL_SIZE, 'still leased: the pool stays');
+  const held = takePooledPair();
+  t.not(held, null);
+  second();
+  t.is(pooledPairCount(), 0, 'no lease left: the pairs are gone');
+  t.is(takePooledPair(), null, 'and none is handed out');
+  // Serial tests run first and none holds a lease now, so ava can see this process exit (an unref'd, stopped worker).
 });

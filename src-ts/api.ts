@@ -112,7 +112,7 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
   checkSessionOptions(options);
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
   const keyReady = loadKey(options.key);
-  if (!(options.fast ?? false)) preparePfsServer();
+  const releaseDhPool = options.fast ?? false ? () => {} : preparePfsServer();
   const server = netCreateServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket: Socket) => {
     socket.on('error', () => {}); // failures surface through the handshake or the SecureStream
     keyReady
@@ -136,7 +136,10 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
       );
   });
   keyReady.catch((err: unknown) => server.emit('error', err));
-  server.on('close', () => void keyReady.then((key) => key.fill(0), () => {}));
+  server.on('close', () => {
+    releaseDhPool();
+    void keyReady.then((key) => key.fill(0), () => {});
+  });
   return server;
 }
 

@@ -87,7 +87,7 @@ export function startupFailureLines(err: unknown, keyFile: string, addresses: re
   const code = err instanceof SpipedError ? err.code : undefined;
   if (code === 'EKEYFILE') {
     const why = strerror(cause);
-    if (keyFile === '-') return [`Error reading standard input: ${why}`, 'Error reading shared secret'];
+    if (keyFile === '-') return [`Error reading from stdin: ${why}`, 'Error reading shared secret'];
     const opened = codeOf(cause) === 'EISDIR' || codeOf(cause) === 'EIO';
     return [`${opened ? 'Error reading file' : 'Cannot open file'}: ${keyFile}: ${why}`, 'Error reading shared secret'];
   }

@@ -6,7 +6,7 @@
 
 import { unlinkSync } from 'node:fs';
 import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.js';
-import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
+import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, watchParent, writePidfile } from './daemon.js';
 import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
 import { WarningCoalescer, addressProblem, errorText, fallbackNotice, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPED_USAGE } from './usage.js';
@@ -112,6 +112,7 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
     return 1;
   }
   const isDaemonChild = takeDaemonChildMarker();
+  if (isDaemonChild) watchParent(startTimeoutMs());
   if (process.pid === 1) {
     // As init (in a container) no signal has a default action: exit at once on SIGINT, as the reference does.
     warn(PROGRAM, ['WARNING: Applying workaround for Docker signal-handling bug']);
@@ -119,11 +120,13 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
   }
   if (config.foreground || isDaemonChild) return serve(config, isDaemonChild);
   // -k -: the daemon inherits standard input and hashes the key as it streams in.
-  return detach(PROGRAM, config.key === '-', startTimeoutMs());
+  return detach(PROGRAM, config.key === '-', startTimeoutMs(), config.pidfile);
 }
 
 /** The daemon itself (in the foreground, or as the detached child); resolves to the exit code. */
 async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
+  let serving = false;
+  const sigterm = firstSigterm(() => serving);
   const syslog = config.syslog ? new SyslogSender(PROGRAM) : null; // starts logger(1) at its first line
   let toSyslog = false; // once detached
   const warnings = new WarningCoalescer((line) => {
@@ -133,61 +136,66 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
   const report = (lines: readonly string[]): void => {
     for (const line of lines) warnings.report(line);
   };
-  const daemonize = (): void => {
-    writePidfile(config.pidfile);
-  };
-  const released = (): void => {
-    notifyParentReady();
-    toSyslog = config.syslog;
-  };
-  // The crypto backend is loaded (and its fallback notice printed by the daemon itself) before -u can drop the rights to read it.
-  const notice = fallbackNotice();
-  if (notice !== null) report([notice]);
-  if (detached && config.waitForDns) {
-    // -D: the reference daemonizes before resolving, then waits for DNS in the background.
+  try {
+    const daemonize = (): void => {
+      writePidfile(config.pidfile);
+    };
+    const released = (): void => {
+      notifyParentReady();
+      toSyslog = config.syslog;
+    };
+    // The crypto backend is loaded (and its fallback notice printed by the daemon itself) before -u can drop the rights to read it.
+    const notice = fallbackNotice();
+    if (notice !== null) report([notice]);
+    if (detached && config.waitForDns) {
+      // -D: the reference daemonizes before resolving, then waits for DNS in the background.
+      try {
+        daemonize();
+      } catch (err) {
+        report([errorText(err)]);
+        return 1;
+      }
+      released();
+    }
+    let tunnel: Tunnel;
     try {
-      daemonize();
+      tunnel = await createTunnel({
+        mode: config.mode,
+        source: config.source,
+        target: config.target,
+        key: config.key,
+        bind: config.bind,
+        fast: config.fast,
+        requirePfs: config.requirePfs,
+        timeout: config.timeout,
+        maxConnections: config.maxConnections,
+        keepAlive: config.keepAlive,
+        resolveEvery: config.resolveEvery,
+        waitForDns: config.waitForDns,
+      });
     } catch (err) {
-      report([errorText(err)]);
+      report(startupFailureLines(err, config.key, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
       return 1;
     }
-    released();
+    tunnel.on('warning', (message) => report([message]));
+    tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
+    try {
+      if (detached && !config.waitForDns) daemonize();
+      if (config.user !== undefined) report(switchIdentity(config.user));
+    } catch (err) {
+      report(errorText(err).split('\n'));
+      if (detached) removePidfile(config.pidfile);
+      return 1;
+    }
+    if (detached && !config.waitForDns) released();
+    serving = true;
+    await sigterm;
+    await tunnel.close(); // stops accepting, resolves once the last connection has ended
+    return 0;
+  } finally {
+    warnings.flush(); // the counts of repeats still pending
+    syslog?.close();
   }
-  let tunnel: Tunnel;
-  try {
-    tunnel = await createTunnel({
-      mode: config.mode,
-      source: config.source,
-      target: config.target,
-      key: config.key,
-      bind: config.bind,
-      fast: config.fast,
-      requirePfs: config.requirePfs,
-      timeout: config.timeout,
-      maxConnections: config.maxConnections,
-      keepAlive: config.keepAlive,
-      resolveEvery: config.resolveEvery,
-      waitForDns: config.waitForDns,
-    });
-  } catch (err) {
-    report(startupFailureLines(err, config.key, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
-    return 1;
-  }
-  tunnel.on('warning', (message) => report([message]));
-  tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
-  try {
-    if (detached && !config.waitForDns) daemonize();
-    if (config.user !== undefined) report(switchIdentity(config.user));
-  } catch (err) {
-    report(errorText(err).split('\n'));
-    if (detached) removePidfile(config.pidfile);
-    return 1;
-  }
-  if (detached && !config.waitForDns) released();
-  const code = await drainOnSignal(tunnel);
-  warnings.flush();
-  syslog?.close();
-  return code;
 }
 
 /** Best-effort removal of a pidfile this run wrote before failing. */
@@ -199,14 +207,19 @@ function removePidfile(path: string): void {
   }
 }
 
-/** Resolves to 0 once SIGTERM has drained the tunnel; a second SIGTERM ends at once. (SIGINT keeps its default: the process ends at once, as the reference's does.) */
-function drainOnSignal(tunnel: Tunnel): Promise<number> {
+/**
+ * Resolves at the first SIGTERM once `serving()` (the tunnel is up); one that arrives before
+ * that (still resolving, -D waiting for DNS) exits 0 at once, as there is nothing to drain;
+ * a second SIGTERM exits at once. (SIGINT keeps its default: the process ends at once, as
+ * the reference's does.)
+ */
+function firstSigterm(serving: () => boolean): Promise<void> {
   return new Promise((resolve) => {
     let stopping = false;
     process.on('SIGTERM', () => {
-      if (stopping) resolve(0);
+      if (stopping || !serving()) process.exit(0);
       stopping = true;
-      void tunnel.close().then(() => resolve(0));
+      resolve();
     });
   });
 }
