@@ -209,6 +209,7 @@ for (const survivor of ['e', 'd'] as const) {
       t.log(`closed ${Date.now() - killedAt} ms after the kill`);
       client.socket.destroy();
       await fdsBack(t, fds, `after kill -9 of -${victim}`);
+      t.log(`descriptors back ${Date.now() - killedAt} ms after the kill`);
       await tunnel.restart(victim);
       await echoWorks(t, tunnel.ePort, `our -${survivor} with the ${peer} -${victim} restarted`);
     });

@@ -18,6 +18,7 @@ export interface Closed {
 /** A raw TCP client: reads everything (so the peer's EOF is seen), writes only what the test tells it to. */
 export interface RawClient {
   socket: Socket;
+  startedAt: number; // Date.now() before connecting: the daemon cannot have accepted it earlier
   connectedAt: number;
   /** Every byte the peer sent so far. */
   received: () => Buffer;
@@ -32,6 +33,7 @@ export interface RawClient {
 /** Connects to `port` on `host`; resolves once connected (rejects if the connection fails). */
 export function openRaw(port: number, host = '127.0.0.1'): Promise<RawClient> {
   return new Promise((resolve, reject) => {
+    const startedAt = Date.now();
     const socket = connect({ port, host });
     const parts: Buffer[] = [];
     let length = 0;
@@ -57,6 +59,7 @@ export function openRaw(port: number, host = '127.0.0.1'): Promise<RawClient> {
       socket.off('error', reject);
       resolve({
         socket,
+        startedAt,
         connectedAt: Date.now(),
         received: () => Buffer.concat(parts),
         receivedAtLeast: (count, timeoutMs) =>
