@@ -269,6 +269,7 @@ interface ScriptedTarget {
   port: number;
   mode: TargetMode;
   open: () => number;
+  last: Socket | null; // the connection accepted last
 }
 
 /** The delays (ms; -1 = at once in the 'data' handler, 0 = setImmediate) that the racing ends take turns with. */
@@ -288,6 +289,7 @@ function startScriptedTarget(): Promise<ScriptedTarget> {
   let turn = 0;
   const server = createServer({ allowHalfOpen: true }, (socket: Socket) => {
     open += 1;
+    target.last = socket;
     socket.once('close', () => (open -= 1));
     socket.on('error', () => {});
     const mode = target.mode;
@@ -299,7 +301,7 @@ function startScriptedTarget(): Promise<ScriptedTarget> {
       if (mode === 'echo') socket.pipe(socket);
     });
   });
-  const target: ScriptedTarget = { server, port: 0, mode: 'echo', open: () => open };
+  const target: ScriptedTarget = { server, port: 0, mode: 'echo', open: () => open, last: null };
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => {
       target.port = (server.address() as AddressInfo).port;
@@ -320,7 +322,10 @@ for (const [label, targetMode] of [
   // stage of the FIN's way), neither daemon crashes or hangs: every connection
   // is closed at the target within SETTLE_MS (and, where the client did not
   // reset, at the client too), both daemons return to their descriptor counts,
-  // and the pair still echoes. Upstream spiped 1.6.4 fixed a crash in this race.
+  // and the pair still echoes. Upstream spiped 1.6.4 fixed an abort in this
+  // race; the reference 1.6.2 installed here passes this test and the stopped-
+  // daemon one below as well (measured), so they guard the class of bug for
+  // ours rather than reproduce that one.
   test.serial(`RST racing FIN: ${label}, ${RACES} times: no crash, no hang, no leak`, async (t) => {
     t.timeout(60_000);
     const target = await startScriptedTarget();
@@ -350,5 +355,53 @@ for (const [label, targetMode] of [
     await fdsBack(t, fds, `after ${RACES} races`);
     target.mode = 'echo';
     await echoWorks(t, tunnel.ePort, 'after the races');
+  });
+}
+
+const STOPPED_ROUNDS = 4;
+
+for (const stopped of ['d', 'e'] as const) {
+  const finFrom = stopped === 'd' ? 'the client' : 'the target';
+  const rstFrom = stopped === 'd' ? 'the target' : 'the client';
+  // Proves: the race made exact. The daemon under test is stopped (SIGSTOP)
+  // while a connection is established; a FIN reaches it through the other
+  // daemon and a RST reaches it directly, in both orders (at -d: FIN from the
+  // client, RST from the target; at -e: FIN from the target, RST from the
+  // client), so both are waiting when it resumes (SIGCONT) and are seen in the
+  // same turn of its event loop. It must not crash or hang: the client's and
+  // the target's sockets are closed within SETTLE_MS, both daemons return to
+  // their descriptor counts and still echo.
+  test.serial(`RST and FIN waiting together at a stopped -${stopped} (FIN from ${finFrom}, RST from ${rstFrom}): no crash, no hang, no leak`, async (t) => {
+    t.timeout(60_000);
+    const target = await startScriptedTarget();
+    t.teardown(() => closeServer(target.server));
+    const tunnel = await startTunnel(t, target.port);
+    const victim = tunnel[stopped].child;
+    t.teardown(() => void victim.kill('SIGCONT'));
+    await echoWorks(t, tunnel.ePort, 'before');
+    await waitUntil(() => target.open() === 0, SETTLE_MS);
+    const fds = fdBaseline([tunnel.e.child.pid!, tunnel.d.child.pid!]);
+    for (let round = 0; round < STOPPED_ROUNDS; round++) {
+      const rstFirst = round % 2 === 1;
+      const client = await openRaw(tunnel.ePort);
+      client.socket.write('ping');
+      t.true(await client.receivedAtLeast(4, SETTLE_MS), `round ${round}: the connection is established`);
+      const targetSocket = target.last!;
+      victim.kill('SIGSTOP');
+      const fin = (): void => void (stopped === 'd' ? client.socket.end() : targetSocket.end());
+      const rst = (): void => void (stopped === 'd' ? targetSocket.resetAndDestroy() : client.socket.resetAndDestroy());
+      (rstFirst ? rst : fin)();
+      await sleep(20);
+      (rstFirst ? fin : rst)();
+      await sleep(30); // both have arrived at the stopped daemon's sockets
+      victim.kill('SIGCONT');
+      const closed = await Promise.race([client.closed, sleep(SETTLE_MS).then(() => null)]);
+      t.true(closed !== null, `round ${round} (${rstFirst ? 'RST' : 'FIN'} first): the client's socket closed`);
+      t.true(await waitUntil(() => target.open() === 0, SETTLE_MS), `round ${round}: the target's socket closed`);
+      client.socket.destroy();
+      t.true(isAlive(victim.pid!), `round ${round}: our -${stopped} survived`);
+    }
+    await fdsBack(t, fds, `after ${STOPPED_ROUNDS} rounds`);
+    await echoWorks(t, tunnel.ePort, 'afterwards');
   });
 }
