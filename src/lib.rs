@@ -57,14 +57,28 @@ fn key_args<'cb>(
     ))
 }
 
-fn sealer<'cb>(env: Env<'cb>, v: Value) -> JsResult<&'cb mut PacketSealer> {
-    env.try_unwrap(v)?
-        .ok_or_else(|| JsError::Type("sealer must be a handle returned by createSealer".into()))
+/// The JS error for a handle whose keys `dispose` already wiped.
+fn disposed(what: &str) -> JsError {
+    JsError::Coded(
+        "EDISPOSED",
+        format!("spiped-native: this {what} was disposed"),
+    )
 }
 
+/// The live sealer behind `v`; TypeError for anything else, EDISPOSED once disposed.
+fn sealer<'cb>(env: Env<'cb>, v: Value) -> JsResult<&'cb mut PacketSealer> {
+    env.try_unwrap::<PacketSealer>(v)?
+        .ok_or_else(|| JsError::Type("sealer must be a handle returned by createSealer".into()))?
+        .as_mut()
+        .ok_or_else(|| disposed("sealer"))
+}
+
+/// The live opener behind `v`; TypeError for anything else, EDISPOSED once disposed.
 fn opener<'cb>(env: Env<'cb>, v: Value) -> JsResult<&'cb mut PacketOpener> {
-    env.try_unwrap(v)?
-        .ok_or_else(|| JsError::Type("opener must be a handle returned by createOpener".into()))
+    env.try_unwrap::<PacketOpener>(v)?
+        .ok_or_else(|| JsError::Type("opener must be a handle returned by createOpener".into()))?
+        .as_mut()
+        .ok_or_else(|| disposed("opener"))
 }
 
 /// The output window `out[outOffset..]`, which must hold at least `need` bytes.
@@ -97,17 +111,17 @@ fn cpu_features(env: Env, _: &[Value; MAX_ARGS]) -> JsResult<Value> {
 /// `createSealer(encKey, macKey, firstPacket: bigint)`
 fn create_sealer(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     let (enc, mac, first) = key_args(env, args)?;
-    env.wrap(Box::new(
+    env.wrap(Box::new(Some(
         PacketSealer::new(enc, mac, first).map_err(crypto_error)?,
-    ))
+    )))
 }
 
 /// `createOpener(encKey, macKey, firstPacket: bigint)`
 fn create_opener(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     let (enc, mac, first) = key_args(env, args)?;
-    env.wrap(Box::new(
+    env.wrap(Box::new(Some(
         PacketOpener::new(enc, mac, first).map_err(crypto_error)?,
-    ))
+    )))
 }
 
 /// `seal(sealer, data): Buffer`
@@ -165,12 +179,12 @@ fn open_into(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     env.number(n as f64)
 }
 
-/// `nextPacket(sealerOrOpener): bigint`
+/// `nextPacket(sealerOrOpener): bigint`; EDISPOSED once disposed.
 fn next_packet(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     let next = if let Some(s) = env.try_unwrap::<PacketSealer>(args[0])? {
-        s.next_packet()
+        s.as_ref().ok_or_else(|| disposed("sealer"))?.next_packet()
     } else if let Some(o) = env.try_unwrap::<PacketOpener>(args[0])? {
-        o.next_packet()
+        o.as_ref().ok_or_else(|| disposed("opener"))?.next_packet()
     } else {
         return Err(JsError::Type(
             "nextPacket needs a handle returned by createSealer or createOpener".into(),
@@ -179,13 +193,32 @@ fn next_packet(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     env.bigint(next)
 }
 
+/// `dispose(sealerOrOpener): undefined`: drops (and so wipes) the keys now; idempotent.
+fn dispose(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
+    if let Some(s) = env.try_unwrap::<PacketSealer>(args[0])? {
+        *s = None;
+    } else if let Some(o) = env.try_unwrap::<PacketOpener>(args[0])? {
+        *o = None;
+    } else {
+        return Err(JsError::Type(
+            "dispose needs a handle returned by createSealer or createOpener".into(),
+        ));
+    }
+    env.undefined()
+}
+
+/// `version(): string`, the crate version (kept equal to package.json's).
+fn version(env: Env, _: &[Value; MAX_ARGS]) -> JsResult<Value> {
+    env.string(env!("CARGO_PKG_VERSION"))
+}
+
 /// Module registration, called by Node when the addon is loaded.
 ///
 /// # Safety
 /// Called only by Node with a valid environment and exports object.
 #[no_mangle]
 pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
-    let functions: [(&std::ffi::CStr, napi::Handler); 8] = [
+    let functions: [(&std::ffi::CStr, napi::Handler); 10] = [
         (c"cpuFeatures", cpu_features),
         (c"createSealer", create_sealer),
         (c"createOpener", create_opener),
@@ -194,6 +227,8 @@ pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_va
         (c"open", open),
         (c"openInto", open_into),
         (c"nextPacket", next_packet),
+        (c"dispose", dispose),
+        (c"version", version),
     ];
     for (name, handler) in functions {
         // SAFETY: `env` and `exports` are the registration arguments from Node.

@@ -123,8 +123,8 @@ impl<'cb> Env<'cb> {
     pub fn bytes(self, v: Value, name: &str) -> JsResult<ByteView<'cb>> {
         // `kind` starts out of range, so a kind this code does not know (or a Node
         // that leaves it unset) is refused rather than read as Int8Array.
-        let (mut kind, mut length, mut data) = (-1, 0usize, null_mut());
-        // SAFETY: valid env and value for this call; unused outputs may be null per
+        let (mut kind, mut length, mut data, mut backing) = (-1, 0usize, null_mut(), null_mut());
+        // SAFETY: valid env and value for this call; the unused output may be null per
         // the API. A value that is not a TypedArray yields napi_invalid_arg, and no
         // exception is pending then.
         let status = unsafe {
@@ -134,7 +134,7 @@ impl<'cb> Env<'cb> {
                 &mut kind,
                 &mut length,
                 &mut data,
-                null_mut(),
+                &mut backing,
                 null_mut(),
             )
         };
@@ -144,6 +144,19 @@ impl<'cb> Env<'cb> {
             )));
         }
         self.check(status, "napi_get_typedarray_info")?;
+        // napi_is_arraybuffer is false for a SharedArrayBuffer: memory another thread
+        // may change while we read it (a MAC checked, then different bytes decrypted).
+        let mut plain = false;
+        // SAFETY: valid env; `backing` is the view's buffer; `plain` is a valid out pointer.
+        self.check(
+            unsafe { napi_is_arraybuffer(self.raw, backing, &mut plain) },
+            "napi_is_arraybuffer",
+        )?;
+        if !plain {
+            return Err(JsError::Type(format!(
+                "{name} must not be backed by a SharedArrayBuffer"
+            )));
+        }
         // Element sizes in napi_typedarray_type order: int8, uint8, uint8_clamped,
         // int16, uint16, int32, uint32, float32, float64, bigint64, biguint64.
         let size = match kind {
@@ -218,6 +231,28 @@ impl<'cb> Env<'cb> {
         Ok(v)
     }
 
+    /// `undefined`.
+    pub fn undefined(self) -> JsResult<Value> {
+        let mut v = null_mut();
+        // SAFETY: valid env; `v` is a valid out pointer.
+        self.check(
+            unsafe { napi_get_undefined(self.raw, &mut v) },
+            "napi_get_undefined",
+        )?;
+        Ok(v)
+    }
+
+    /// A JS string.
+    pub fn string(self, s: &str) -> JsResult<Value> {
+        let mut v = null_mut();
+        // SAFETY: valid env; `s` is readable for its length; `v` is a valid out pointer.
+        self.check(
+            unsafe { napi_create_string_utf8(self.raw, s.as_ptr().cast(), s.len(), &mut v) },
+            "napi_create_string_utf8",
+        )?;
+        Ok(v)
+    }
+
     /// A plain object with the given boolean properties.
     pub fn bools_object(self, props: &[(&CStr, bool)]) -> JsResult<Value> {
         let mut obj = null_mut();
@@ -277,11 +312,12 @@ impl<'cb> Env<'cb> {
         Ok(v)
     }
 
-    /// Moves `obj` into a new External tagged `T::TAG`; it is dropped when the External is collected.
-    pub fn wrap<T: Tagged>(self, obj: Box<T>) -> JsResult<Value> {
+    /// Moves `obj` into a new External tagged `T::TAG`; it is dropped when the External is
+    /// collected, or earlier when a handler sets the slot `try_unwrap` returns to `None`.
+    pub fn wrap<T: Tagged>(self, obj: Box<Option<T>>) -> JsResult<Value> {
         unsafe extern "C" fn finalize<T>(_env: napi_env, data: *mut c_void, _hint: *mut c_void) {
             // SAFETY: `data` came from `Box::into_raw` in `wrap::<T>` and is finalised once.
-            drop(unsafe { Box::from_raw(data.cast::<T>()) });
+            drop(unsafe { Box::from_raw(data.cast::<Option<T>>()) });
         }
         let ptr = Box::into_raw(obj);
         let mut v = null_mut();
@@ -302,9 +338,9 @@ impl<'cb> Env<'cb> {
         Ok(v)
     }
 
-    /// The `T` inside `v` if `v` is an External tagged `T::TAG`, else `None`.
-    /// Handlers take at most one handle per call, so the `&mut` is unique.
-    pub fn try_unwrap<T: Tagged>(self, v: Value) -> JsResult<Option<&'cb mut T>> {
+    /// The slot inside `v` if `v` is an External tagged `T::TAG`, else `None`. The slot
+    /// holds `None` once disposed. Handlers take at most one handle per call, so the `&mut` is unique.
+    pub fn try_unwrap<T: Tagged>(self, v: Value) -> JsResult<Option<&'cb mut Option<T>>> {
         let mut data = null_mut();
         // SAFETY: valid env and value; out pointer valid. Anything but an External
         // yields napi_invalid_arg, with no exception pending.
@@ -323,10 +359,10 @@ impl<'cb> Env<'cb> {
             return Ok(None);
         }
         // SAFETY: only `wrap::<T>` tags Externals with `T::TAG`, and it stores a live
-        // `Box<T>` that is freed only when the External is collected, which cannot
-        // happen while `v` is an argument of this call. JS is single-threaded and
-        // no JS runs during the call, so nothing else borrows it.
-        Ok(Some(unsafe { &mut *data.cast::<T>() }))
+        // `Box<Option<T>>` that is freed only when the External is collected, which
+        // cannot happen while `v` is an argument of this call. JS is single-threaded
+        // and no JS runs during the call, so nothing else borrows it.
+        Ok(Some(unsafe { &mut *data.cast::<Option<T>>() }))
     }
 
     /// Throws `err` as a JS exception (no-op for `Pending`).

@@ -135,4 +135,12 @@ extern "C" {
         msg: *const c_char,
     ) -> napi_status;
     pub fn napi_is_exception_pending(env: napi_env, result: *mut bool) -> napi_status;
+    pub fn napi_get_undefined(env: napi_env, result: *mut napi_value) -> napi_status;
+    pub fn napi_is_arraybuffer(env: napi_env, value: napi_value, result: *mut bool) -> napi_status;
+    pub fn napi_create_string_utf8(
+        env: napi_env,
+        str: *const c_char,
+        length: usize,
+        result: *mut napi_value,
+    ) -> napi_status;
 }
