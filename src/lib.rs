@@ -26,10 +26,6 @@ impl Tagged for PacketOpener {
 /// The JS error for a crypto failure.
 fn crypto_error(e: Error) -> JsError {
     match e {
-        Error::NoAesNi => JsError::Coded(
-            "ENOAESNI",
-            format!("spiped-native: {e}; use the node:crypto fallback"),
-        ),
         Error::BadSize | Error::BadMac { .. } | Error::BadLength { .. } | Error::Failed => {
             JsError::Coded("EBADPACKET", e.to_string())
         }
@@ -111,17 +107,13 @@ fn cpu_features(env: Env, _: &[Value; MAX_ARGS]) -> JsResult<Value> {
 /// `createSealer(encKey, macKey, firstPacket: bigint)`
 fn create_sealer(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     let (enc, mac, first) = key_args(env, args)?;
-    env.wrap(Box::new(Some(
-        PacketSealer::new(enc, mac, first).map_err(crypto_error)?,
-    )))
+    env.wrap(Box::new(Some(PacketSealer::new(enc, mac, first))))
 }
 
 /// `createOpener(encKey, macKey, firstPacket: bigint)`
 fn create_opener(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     let (enc, mac, first) = key_args(env, args)?;
-    env.wrap(Box::new(Some(
-        PacketOpener::new(enc, mac, first).map_err(crypto_error)?,
-    )))
+    env.wrap(Box::new(Some(PacketOpener::new(enc, mac, first))))
 }
 
 /// `seal(sealer, data): Buffer`
