@@ -28,7 +28,7 @@ console.log(JSON.stringify({ info, ok }));
 interface ChildResult {
   status: number | null;
   stderr: string;
-  info?: { name: string; aesni: boolean; shani: boolean; vaes: boolean; reason?: string };
+  info?: { name: string; aesni: boolean; shani: boolean; vaes: boolean; kernels: string | null; reason?: string };
   ok?: boolean;
 }
 
@@ -49,6 +49,7 @@ test('in-process cryptoBackend() has the documented shape', (t) => {
   const info = cryptoBackend();
   t.true(info.name === 'native' || info.name === 'node-crypto');
   for (const k of ['aesni', 'shani', 'vaes'] as const) t.is(typeof info[k], 'boolean');
+  t.true(info.name === 'native' ? info.kernels === 'x86_64' || info.kernels === 'portable' : info.kernels === null);
   t.is(typeof info.reason, 'string');
 });
 
@@ -57,6 +58,7 @@ test('SPIPED_NATIVE=0 forces node-crypto', (t) => {
   t.is(r.status, 0, r.stderr);
   t.is(r.info?.name, 'node-crypto');
   t.is(r.info?.reason, 'SPIPED_NATIVE=0');
+  t.is(r.info?.kernels, null);
   t.true(r.ok);
 });
 
@@ -86,7 +88,16 @@ needNative('with the addon present: native by default and under SPIPED_NATIVE=1'
     t.true(r.info?.aesni);
     t.regex(r.info?.reason ?? '', /^loaded from /);
     t.true(r.ok);
+    if (process.env['SPIPED_NATIVE_KERNELS'] !== 'portable') {
+      t.is(r.info?.kernels, r.info?.aesni && r.info.shani ? 'x86_64' : 'portable', 'x86_64 kernels wherever AES-NI and SHA-NI exist');
+    }
   }
+  // SPIPED_NATIVE_KERNELS=portable: still the native backend, on the portable core.
+  const p = child({ SPIPED_NATIVE_KERNELS: 'portable' });
+  t.is(p.status, 0, p.stderr);
+  t.is(p.info?.name, 'native');
+  t.is(p.info?.kernels, 'portable');
+  t.true(p.ok);
 });
 
 /** Child script: print cryptoBackend() or, when it throws, the error's name, message and per-attempt messages. */
@@ -146,7 +157,7 @@ test('SPIPED_NATIVE_PATH must name a .node file; a JS module is never executed, 
 
 test('an addon whose version() differs from package.json is refused', (t) => {
   const fake = Object.fromEntries(
-    ['cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose'].map((f) => [f, () => undefined]),
+    ['cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose', 'kernels'].map((f) => [f, () => undefined]),
   );
   const ours = packageVersion();
   t.throws(() => checkAddon({ ...fake, version: () => '0.0.0-other' }, 'fake.node'), { message: `fake.node is version 0.0.0-other, this package is ${ours}` });

@@ -10,8 +10,6 @@ import type { PacketBackend } from 'spiped-native/crypto/index';
 export const native: { backend?: PacketBackend; addon?: NativeAddon; from?: string; error?: string } = (() => {
   try {
     const { addon, from } = loadNativeAddon();
-    const cpu = addon.cpuFeatures();
-    if (!cpu.aesni) return { error: 'CPU lacks AES-NI' };
     return { backend: nativeBackendFrom(addon), addon, from };
   } catch (e) {
     return { error: e instanceof Error ? e.message : String(e) };

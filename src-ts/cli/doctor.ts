@@ -33,6 +33,7 @@ export function runDoctor(program: string, keyFile: string | undefined): number 
     const backend = cryptoBackend();
     out(`crypto backend: ${backend.name}${backend.reason === undefined ? '' : ` (${backend.reason})`}`);
     out(`backend CPU features: aesni=${yesNo(backend.aesni)} shani=${yesNo(backend.shani)} vaes=${yesNo(backend.vaes)}`);
+    if (backend.kernels !== null) out(`native kernels: ${backend.kernels}`);
   } catch (err) {
     out(`crypto backend: unavailable (${errorText(err)})`);
     status = 1;

@@ -101,11 +101,16 @@ export interface CpuFeatures {
   avx2: boolean;
 }
 
+/** Which native kernels run: hand-written x86_64 (self-tested) or RustCrypto's portable core. */
+export type NativeKernels = 'x86_64' | 'portable';
+
 /** What cryptoBackend() reports. */
 export interface CryptoBackendInfo {
   name: 'native' | 'node-crypto';
   aesni: boolean;
   shani: boolean;
   vaes: boolean;
+  /** The native kernels in use; null for node-crypto. */
+  kernels: NativeKernels | null;
   reason?: string;
 }

@@ -18,7 +18,7 @@ import {
 import { liveBackend } from './native.js';
 
 export { PACKET_LEN, MAX_PAYLOAD, MAX_COUNTER, MAX_PACKET_NUMBER, BadPacketError, DisposedError } from './core.js';
-export type { BadPacketReason, CryptoBackendInfo, CpuFeatures, PacketBackend, SealerCore, OpenerCore } from './core.js';
+export type { BadPacketReason, CryptoBackendInfo, CpuFeatures, NativeKernels, PacketBackend, SealerCore, OpenerCore } from './core.js';
 
 /** Extra constructor options, mainly for tests and benchmarks. */
 export interface PacketCodecOptions {

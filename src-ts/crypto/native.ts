@@ -5,7 +5,8 @@
 // addon whose version() equals this package's version is used. SPIPED_NATIVE=0 forces
 // node:crypto, SPIPED_NATIVE=1 makes any failure to get the native backend a thrown
 // error (an AggregateError with each attempt's cause), and SPIPED_NATIVE_PATH=<file.node>
-// loads exactly that file instead of searching.
+// loads exactly that file instead of searching. The addon runs on any CPU: its own
+// hand-written x86_64 kernels where they apply, else its portable core.
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
@@ -14,11 +15,13 @@ import {
   BadPacketError,
   type CpuFeatures,
   type CryptoBackendInfo,
+  type NativeKernels,
   type OpenerCore,
   type PacketBackend,
   type SealerCore,
 } from './core.js';
 import { nodeCryptoBackend } from './node-backend.js';
+import type * as GeneratedAddon from './addon.js';
 
 /** Opaque handle returned by the addon's createSealer/createOpener. */
 export type NativeHandle = object & { readonly __spipedNativeHandle?: never };
@@ -35,10 +38,15 @@ export interface NativeAddon {
   nextPacket(sealerOrOpener: NativeHandle): bigint;
   dispose(sealerOrOpener: NativeHandle): void;
   version(): string;
+  kernels(): NativeKernels;
 }
 
+/** Compile-time check that napi build's generated declarations (addon.d.ts) satisfy NativeAddon. */
+const generatedSatisfiesNativeAddon = (generated: typeof GeneratedAddon): NativeAddon => generated;
+void generatedSatisfiesNativeAddon;
+
 const ADDON_FUNCTIONS = [
-  'cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose', 'version',
+  'cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose', 'version', 'kernels',
 ] as const;
 
 /** Package root: dist/crypto/native.js -> ../../ */
@@ -276,10 +284,10 @@ export interface LiveBackend {
 let live: LiveBackend | undefined;
 let liveError: Error | undefined;
 
-/** Chooses the backend per SPIPED_NATIVE and the CPU (no caching). Throws only under SPIPED_NATIVE=1. */
+/** Chooses the backend per SPIPED_NATIVE (no caching): the addon on whatever kernels it chose, else node:crypto. Throws only under SPIPED_NATIVE=1. */
 export function selectBackend(): LiveBackend {
   const mode = process.env['SPIPED_NATIVE'];
-  const noCpu = { aesni: false, shani: false, vaes: false };
+  const noCpu = { aesni: false, shani: false, vaes: false, kernels: null };
   if (mode === '0') {
     return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: 'SPIPED_NATIVE=0' } };
   }
@@ -294,19 +302,16 @@ export function selectBackend(): LiveBackend {
     }
     return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: errorText(e) } };
   }
-  let cpu: CpuFeatures;
+  let info: CryptoBackendInfo;
   try {
-    cpu = loaded.addon.cpuFeatures();
+    const cpu = loaded.addon.cpuFeatures();
+    const kernels = loaded.addon.kernels();
+    info = { name: 'native', aesni: !!cpu.aesni, shani: !!cpu.shani, vaes: !!cpu.vaes, kernels, reason: `loaded from ${loaded.from}` };
   } catch (e) {
-    if (required) throw new Error(`SPIPED_NATIVE=1 but cpuFeatures() failed: ${errorText(e)}`, { cause: e });
-    return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: `cpuFeatures() failed: ${errorText(e)}` } };
+    if (required) throw new Error(`SPIPED_NATIVE=1 but the addon's self-description failed: ${errorText(e)}`, { cause: e });
+    return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: `addon self-description failed: ${errorText(e)}` } };
   }
-  const flags = { aesni: !!cpu.aesni, shani: !!cpu.shani, vaes: !!cpu.vaes };
-  if (!flags.aesni) {
-    if (required) throw new Error('SPIPED_NATIVE=1 but the CPU lacks AES-NI');
-    return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...flags, reason: 'CPU lacks AES-NI' } };
-  }
-  return { backend: nativeBackendFrom(loaded.addon), info: { name: 'native', ...flags, reason: `loaded from ${loaded.from}` } };
+  return { backend: nativeBackendFrom(loaded.addon), info };
 }
 
 /** The live backend, chosen once on first use; under SPIPED_NATIVE=1 a failure is rethrown on every call. */

@@ -26,7 +26,11 @@ fn rate(bytes_per_call: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    println!("{:?}, kernels {}", spiped_crypto::cpu_features(), spiped_crypto::kernels().name());
+    println!(
+        "{:?}, kernels {}",
+        spiped_crypto::cpu_features(),
+        spiped_crypto::kernels().name()
+    );
     let key = [0x42u8; 32];
     let mut buf = vec![0u8; BATCH];
     for backend in [AesBackend::AesNi, AesBackend::Vaes, AesBackend::Portable] {

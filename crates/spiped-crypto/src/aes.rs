@@ -68,7 +68,9 @@ impl Aes256Ctr {
     pub fn with_backend(key: &[u8; 32], backend: AesBackend) -> Option<Self> {
         if backend == AesBackend::Portable {
             let aes = Box::new(aes::Aes256::new(key.into()));
-            return Some(Aes256Ctr { keys: Keys::Portable(aes) });
+            return Some(Aes256Ctr {
+                keys: Keys::Portable(aes),
+            });
         }
         let f = crate::cpu::cpu_features();
         let ok = f.aesni && (backend == AesBackend::AesNi || (f.vaes && f.avx2));
@@ -79,13 +81,18 @@ impl Aes256Ctr {
         {
             // SAFETY: AES-NI was detected at run time.
             let xmm = unsafe { x86::expand_key(key) };
-            let mut rk = Box::new(RoundKeys { ymm: [[0u8; 32]; 15], xmm });
+            let mut rk = Box::new(RoundKeys {
+                ymm: [[0u8; 32]; 15],
+                xmm,
+            });
             let RoundKeys { ymm, xmm } = &mut *rk;
             for (y, x) in ymm.iter_mut().zip(xmm.iter()) {
                 y[..16].copy_from_slice(x);
                 y[16..].copy_from_slice(x);
             }
-            Some(Aes256Ctr { keys: Keys::Hand(rk, backend) })
+            Some(Aes256Ctr {
+                keys: Keys::Hand(rk, backend),
+            })
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("AES-NI is never detected off x86_64")

@@ -157,7 +157,10 @@ mod portable {
 
     pub(super) fn compress(state: &mut [u32; 8], blocks: &[u8]) {
         for block in blocks.chunks_exact(64) {
-            sha2::compress256(state, core::slice::from_ref(GenericArray::from_slice(block)));
+            sha2::compress256(
+                state,
+                core::slice::from_ref(GenericArray::from_slice(block)),
+            );
         }
     }
 }
