@@ -114,6 +114,20 @@ pub fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// `(encKey, macKey, firstPacket)` of the constructors.
+fn key_args<'cb>(
+    env: &Env,
+    enc_key: &Unknown<'cb>,
+    mac_key: &Unknown<'cb>,
+    first_packet: &Unknown<'cb>,
+) -> JsResult<(&'cb [u8; 32], &'cb [u8; 32], u64)> {
+    Ok((
+        key(env, enc_key, "encKey")?,
+        key(env, mac_key, "macKey")?,
+        js::bigint_u64(env, first_packet, "firstPacket")?,
+    ))
+}
+
 /// `createSealer(encKey, macKey, firstPacket: bigint)`: a sealer handle.
 #[napi(
     catch_unwind,
@@ -122,14 +136,12 @@ pub fn version() -> &'static str {
 )]
 pub fn create_sealer(
     env: Env,
-    enc_key: Unknown,
-    mac_key: Unknown,
-    first_packet: Unknown,
+    enc: Unknown,
+    mac: Unknown,
+    first: Unknown,
 ) -> napi::Result<SealerHandle> {
     run(&env, || {
-        let enc = key(&env, &enc_key, "encKey")?;
-        let mac = key(&env, &mac_key, "macKey")?;
-        let first = js::bigint_u64(&env, &first_packet, "firstPacket")?;
+        let (enc, mac, first) = key_args(&env, &enc, &mac, &first)?;
         Ok(External::new(Some(PacketSealer::new(enc, mac, first))))
     })
 }
@@ -142,14 +154,12 @@ pub fn create_sealer(
 )]
 pub fn create_opener(
     env: Env,
-    enc_key: Unknown,
-    mac_key: Unknown,
-    first_packet: Unknown,
+    enc: Unknown,
+    mac: Unknown,
+    first: Unknown,
 ) -> napi::Result<OpenerHandle> {
     run(&env, || {
-        let enc = key(&env, &enc_key, "encKey")?;
-        let mac = key(&env, &mac_key, "macKey")?;
-        let first = js::bigint_u64(&env, &first_packet, "firstPacket")?;
+        let (enc, mac, first) = key_args(&env, &enc, &mac, &first)?;
         Ok(External::new(Some(PacketOpener::new(enc, mac, first))))
     })
 }

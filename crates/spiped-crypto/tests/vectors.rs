@@ -102,9 +102,8 @@ fn json_str<'a>(json: &'a str, name: &str) -> &'a str {
 }
 
 fn load_session() -> String {
-    let dir = std::env::var("SPIPED_VECTORS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-vectors").to_string()
-    });
+    let dir = std::env::var("SPIPED_VECTORS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-vectors").to_string());
     let path = format!("{dir}/spiped-1.6.2-fast-session.json");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (set SPIPED_VECTORS)"))
 }
