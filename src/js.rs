@@ -279,3 +279,100 @@ pub fn handle<'cb, T: 'static>(
     // JS runs during the call, so nothing else borrows it.
     Ok(unsafe { External::<Option<T>>::inner_from_raw_mut(data) })
 }
+
+/// Arguments every raw-registered function receives (missing ones read as `undefined`).
+pub const RAW_ARGS: usize = 4;
+
+/// The body of a function registered by `export_raw`: decodes `args`, returns the result or the error to throw.
+pub type RawHandler = for<'cb> fn(&Env, &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknown<'cb>>;
+
+/// A JS number.
+pub fn number<'cb>(env: &Env, x: f64) -> JsResult<Unknown<'cb>> {
+    let mut v = null_mut();
+    // SAFETY: valid env; `v` is a valid out pointer.
+    check(
+        env,
+        unsafe { sys::napi_create_double(env.raw(), x, &mut v) },
+        "napi_create_double",
+    )?;
+    // SAFETY: `v` was just created in this call's scope.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) })
+}
+
+/// The C entry point of every `export_raw` function: reads up to four arguments, runs the
+/// handler stored as the function's data pointer, and throws its error, or a panic as an
+/// `EINTERNAL` Error (no panic crosses into JavaScript).
+unsafe extern "C" fn trampoline(
+    raw: sys::napi_env,
+    info: sys::napi_callback_info,
+) -> sys::napi_value {
+    let env = Env::from_raw(raw);
+    let mut argc = RAW_ARGS;
+    let mut argv: [sys::napi_value; RAW_ARGS] = [null_mut(); RAW_ARGS];
+    let mut data = null_mut();
+    // SAFETY: `raw`/`info` come from Node for this call; `argv` has room for `argc`
+    // values (missing arguments are filled with `undefined`).
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            raw,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            null_mut(),
+            &mut data,
+        )
+    };
+    let result = check(&env, status, "napi_get_cb_info").and_then(|()| {
+        // SAFETY: `export_raw` registered this function with a `RawHandler` as its data.
+        let handler = unsafe { std::mem::transmute::<*mut std::ffi::c_void, RawHandler>(data) };
+        // SAFETY: each value is an argument of this call, alive for the call.
+        let args = argv.map(|v| unsafe { Unknown::from_raw_unchecked(raw, v) });
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler(&env, &args)))
+            .unwrap_or_else(|panic| {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(JsError::Coded(
+                    "EINTERNAL",
+                    format!("spiped-native internal error: {what}"),
+                ))
+            })
+            .map(|v| v.raw())
+    });
+    result.unwrap_or_else(|e| {
+        throw(&env, e);
+        null_mut()
+    })
+}
+
+/// Adds `exports[name]`, a function calling `handler` through `trampoline` (no per-call
+/// allocation; napi-rs's generated callbacks set up borrow tracking these functions do not need).
+pub fn export_raw(
+    env: &Env,
+    exports: &napi::bindgen_prelude::Object,
+    name: &std::ffi::CStr,
+    handler: RawHandler,
+) -> napi::Result<()> {
+    let mut f = null_mut();
+    // SAFETY: valid env (module registration); `handler` is a plain fn pointer, valid
+    // for ever, stored as the data pointer that `trampoline` turns back into a handler.
+    let ok = unsafe {
+        sys::napi_create_function(
+            env.raw(),
+            name.as_ptr(),
+            name.to_bytes().len() as isize,
+            Some(trampoline),
+            handler as *mut std::ffi::c_void,
+            &mut f,
+        ) == sys::Status::napi_ok
+            && sys::napi_set_named_property(env.raw(), exports.raw(), name.as_ptr(), f)
+                == sys::Status::napi_ok
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(napi::Error::from_reason(format!("cannot export {name:?}")))
+    }
+}
