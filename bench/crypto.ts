@@ -24,7 +24,7 @@ const QUICK = args.has('--quick');
 const NATIVE_ROWS_ONLY = args.has('--native-rows-json');
 const AB_DIR = argv.includes('--ab') ? argv[argv.indexOf('--ab') + 1] : undefined;
 /** Rounds of the A/B comparison (each measures old and new, order alternating). */
-const AB_ROUNDS = QUICK ? 3 : 7;
+const AB_ROUNDS = QUICK ? 5 : 7;
 /** Time per measurement and repetitions (best of N). */
 const MEASURE_MS = QUICK ? 150 : 400;
 const REPS = QUICK ? 1 : 3;
