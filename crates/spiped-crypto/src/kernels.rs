@@ -34,17 +34,25 @@ pub fn kernels() -> Kernels {
 }
 
 fn choose() -> Kernels {
-    if std::env::var_os("SPIPED_NATIVE_KERNELS").is_some_and(|v| v == "portable") {
-        return Kernels::Portable;
-    }
+    let forced = std::env::var_os("SPIPED_NATIVE_KERNELS").is_some_and(|v| v == "portable");
     #[cfg(target_arch = "x86_64")]
+    return decide(forced, crate::cpu::cpu_features(), x86_self_test);
+    #[cfg(not(target_arch = "x86_64"))]
     {
-        let f = crate::cpu::cpu_features();
-        if f.aesni && f.shani && x86_self_test() {
-            return Kernels::X86_64;
-        }
+        let _ = forced;
+        Kernels::Portable
     }
-    Kernels::Portable
+}
+
+/// The x86_64 kernels only if not `forced` portable, the CPU has AES-NI and SHA-NI, and
+/// then `self_test` passes (it runs only in that case).
+#[cfg(target_arch = "x86_64")]
+fn decide(forced: bool, f: crate::CpuFeatures, self_test: impl FnOnce() -> bool) -> Kernels {
+    if !forced && f.aesni && f.shani && self_test() {
+        Kernels::X86_64
+    } else {
+        Kernels::Portable
+    }
 }
 
 /// Known answers for the hand-written kernels: SP 800-38A F.5.5 (CTR-AES256) on
@@ -138,5 +146,39 @@ mod tests {
             return;
         }
         assert!(super::x86_self_test());
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn x86_64_kernels_only_with_the_extensions_a_passing_self_test_and_not_forced() {
+        use super::{decide, Kernels};
+        let all = crate::CpuFeatures {
+            aesni: true,
+            shani: true,
+            vaes: true,
+            avx2: true,
+        };
+        let never = || -> bool { panic!("self-test must not run") };
+        assert_eq!(decide(false, all, || true), Kernels::X86_64);
+        assert_eq!(
+            decide(false, all, || false),
+            Kernels::Portable,
+            "failed self-test"
+        );
+        assert_eq!(
+            decide(true, all, never),
+            Kernels::Portable,
+            "forced portable"
+        );
+        let no_sha = crate::CpuFeatures {
+            shani: false,
+            ..all
+        };
+        assert_eq!(decide(false, no_sha, never), Kernels::Portable);
+        let no_aes = crate::CpuFeatures {
+            aesni: false,
+            ..all
+        };
+        assert_eq!(decide(false, no_aes, never), Kernels::Portable);
     }
 }
