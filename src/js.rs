@@ -1,11 +1,12 @@
 //! The binding's contact with JavaScript values beyond what napi-rs converts:
 //! borrowing the bytes of TypedArray arguments (refusing SharedArrayBuffer
 //! backing), bigint/number arguments with this addon's exact TypeError and
-//! RangeError messages, Buffers, the sealer/opener handles (napi-rs Externals,
-//! whose registry proves a pointer is one of ours), and throwing errors with the
-//! class and `code` the JS layer expects. All of the binding's `unsafe` lives here.
+//! RangeError messages, Buffers, the sealer/opener handles (type-tagged Externals:
+//! Node-API's own proof that a pointer is one of ours, cheaper per call than napi-rs's
+//! External registry), the plain Node-API callbacks of the per-batch functions, and
+//! throwing errors with the class and `code` the JS layer expects. All of the
+//! binding's `unsafe` lives here.
 
-use napi::bindgen_prelude::External;
 use napi::sys;
 use napi::{Env, JsValue, Status, Unknown};
 use std::borrow::Cow;
@@ -257,13 +258,54 @@ pub fn buffer_copy<'cb>(env: &Env, bytes: &[u8]) -> JsResult<Unknown<'cb>> {
     Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) })
 }
 
-/// The slot inside `v` if `v` is an External that napi-rs created for an `Option<T>`,
-/// else `None`. The slot holds `None` once disposed. Exported functions take at most
-/// one handle per call, so the `&mut` is unique.
-pub fn handle<'cb, T: 'static>(
-    env: &Env,
-    v: &Unknown<'cb>,
-) -> JsResult<Option<&'cb mut Option<T>>> {
+/// An object kind stored behind a type-tagged External (a sealer or opener handle).
+pub trait Tagged: Sized + 'static {
+    /// Unique tag that marks Externals holding a `Box<Option<Self>>`.
+    const TAG: sys::napi_type_tag;
+}
+
+/// Moves `obj` into a new External tagged `T::TAG`; it is dropped when the External is
+/// collected, or earlier when a caller empties the slot `handle` returns.
+pub fn wrap<'cb, T: Tagged>(env: &Env, obj: Box<Option<T>>) -> JsResult<Unknown<'cb>> {
+    unsafe extern "C" fn finalize<T>(
+        _env: sys::napi_env,
+        data: *mut std::ffi::c_void,
+        _hint: *mut std::ffi::c_void,
+    ) {
+        // SAFETY: `data` came from `Box::into_raw` in `wrap::<T>` and is finalised once.
+        drop(unsafe { Box::from_raw(data.cast::<Option<T>>()) });
+    }
+    let ptr = Box::into_raw(obj);
+    let mut v = null_mut();
+    // SAFETY: valid env; on success the External owns `ptr` and frees it via `finalize::<T>`.
+    let status = unsafe {
+        sys::napi_create_external(
+            env.raw(),
+            ptr.cast(),
+            Some(finalize::<T>),
+            null_mut(),
+            &mut v,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        // SAFETY: the External was not created, so `ptr` is still solely ours.
+        drop(unsafe { Box::from_raw(ptr) });
+        return check(env, status, "napi_create_external").map(|()| unreachable!());
+    }
+    // SAFETY: `v` is the External just created; the tag outlives the call.
+    check(
+        env,
+        unsafe { sys::napi_type_tag_object(env.raw(), v, &T::TAG) },
+        "napi_type_tag_object",
+    )?;
+    // SAFETY: `v` was created in this call's scope.
+    Ok(unsafe { Unknown::from_raw_unchecked(env.raw(), v) })
+}
+
+/// The slot inside `v` if `v` is an External tagged `T::TAG` (so made by `wrap::<T>`),
+/// else `None`. The slot holds `None` once disposed. Exported functions take at most one
+/// handle per call, so the `&mut` is unique.
+pub fn handle<'cb, T: Tagged>(env: &Env, v: &Unknown<'cb>) -> JsResult<Option<&'cb mut Option<T>>> {
     let mut data = null_mut();
     // SAFETY: valid env and value; out pointer valid. Anything but an External yields
     // napi_invalid_arg, with no exception pending.
@@ -272,12 +314,22 @@ pub fn handle<'cb, T: 'static>(
         return Ok(None);
     }
     check(env, status, "napi_get_value_external")?;
-    // SAFETY: napi-rs looks `data` up in its registry of live `External<Option<T>>`
-    // payloads before dereferencing it, so a foreign External or one holding another
-    // type yields `None`. The payload lives until the External is collected, which
-    // cannot happen while `v` is an argument of this call; JS is single-threaded and no
-    // JS runs during the call, so nothing else borrows it.
-    Ok(unsafe { External::<Option<T>>::inner_from_raw_mut(data) })
+    let mut tagged = false;
+    // SAFETY: `v` is an External (an object for type tagging); pointers valid.
+    check(
+        env,
+        unsafe { sys::napi_check_object_type_tag(env.raw(), v.raw(), &T::TAG, &mut tagged) },
+        "napi_check_object_type_tag",
+    )?;
+    if !tagged || data.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: only `wrap::<T>` tags Externals with `T::TAG` (a foreign External cannot
+    // carry this 128-bit tag unless its code copied it), and it stores a live
+    // `Box<Option<T>>` that is freed only when the External is collected, which cannot
+    // happen while `v` is an argument of this call. JS is single-threaded and no JS runs
+    // during the call, so nothing else borrows it.
+    Ok(Some(unsafe { &mut *data.cast::<Option<T>>() }))
 }
 
 /// Arguments every raw-registered function receives (missing ones read as `undefined`).

@@ -1,22 +1,32 @@
 //! Node-API addon `spiped-native` on napi-rs: exposes `spiped-crypto`'s packet
 //! sealer and opener to JavaScript. One call seals or opens a whole batch;
-//! handles are napi-rs Externals holding an `Option` that `dispose` empties
+//! handles are type-tagged Externals holding an `Option` that `dispose` empties
 //! (dropping, and so wiping, the keys) while the JS handle lives on. Arguments are
 //! decoded by `js` with this addon's exact TypeError/RangeError messages; every
 //! function catches panics (`catch_unwind`), so none crosses into JavaScript.
 
 mod js;
 
-use js::{bytes, handle, split_in_out, throw, JsError, JsResult, RAW_ARGS};
-use napi::bindgen_prelude::{External, Object};
+use js::{bytes, handle, split_in_out, throw, JsError, JsResult, Tagged, RAW_ARGS};
+use napi::bindgen_prelude::Object;
+use napi::sys::napi_type_tag;
 use napi::{Env, Unknown};
 use napi_derive::napi;
 use spiped_crypto::{opened_capacity, sealed_len, Error, PacketOpener, PacketSealer};
 
-/// A sealer handle as JavaScript holds it.
-type SealerHandle = External<Option<PacketSealer>>;
-/// An opener handle as JavaScript holds it.
-type OpenerHandle = External<Option<PacketOpener>>;
+impl Tagged for PacketSealer {
+    const TAG: napi_type_tag = napi_type_tag {
+        lower: 0x5ea1_e4f0_73c2_9b1d,
+        upper: 0x8d2b_41a6_c0de_5e01,
+    };
+}
+
+impl Tagged for PacketOpener {
+    const TAG: napi_type_tag = napi_type_tag {
+        lower: 0x09e7_e4f0_73c2_9b1d,
+        upper: 0x8d2b_41a6_c0de_5e02,
+    };
+}
 
 /// Runs `f`, turning its `JsError` into the matching thrown JS exception.
 fn run<T>(env: &Env, f: impl FnOnce() -> JsResult<T>) -> napi::Result<T> {
@@ -134,15 +144,15 @@ fn key_args<'cb>(
     ts_args_type = "encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint",
     ts_return_type = "ExternalObject<unknown>"
 )]
-pub fn create_sealer(
+pub fn create_sealer<'cb>(
     env: Env,
-    enc: Unknown,
-    mac: Unknown,
-    first: Unknown,
-) -> napi::Result<SealerHandle> {
+    enc: Unknown<'cb>,
+    mac: Unknown<'cb>,
+    first: Unknown<'cb>,
+) -> napi::Result<Unknown<'cb>> {
     run(&env, || {
         let (enc, mac, first) = key_args(&env, &enc, &mac, &first)?;
-        Ok(External::new(Some(PacketSealer::new(enc, mac, first))))
+        js::wrap(&env, Box::new(Some(PacketSealer::new(enc, mac, first))))
     })
 }
 
@@ -152,15 +162,15 @@ pub fn create_sealer(
     ts_args_type = "encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint",
     ts_return_type = "ExternalObject<unknown>"
 )]
-pub fn create_opener(
+pub fn create_opener<'cb>(
     env: Env,
-    enc: Unknown,
-    mac: Unknown,
-    first: Unknown,
-) -> napi::Result<OpenerHandle> {
+    enc: Unknown<'cb>,
+    mac: Unknown<'cb>,
+    first: Unknown<'cb>,
+) -> napi::Result<Unknown<'cb>> {
     run(&env, || {
         let (enc, mac, first) = key_args(&env, &enc, &mac, &first)?;
-        Ok(External::new(Some(PacketOpener::new(enc, mac, first))))
+        js::wrap(&env, Box::new(Some(PacketOpener::new(enc, mac, first))))
     })
 }
 

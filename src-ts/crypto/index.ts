@@ -2,7 +2,6 @@
 // validation, counter-exhaustion and fail-for-ever rules, identical for every backend)
 // and cryptoBackend(). The per-packet crypto is delegated to the live backend chosen
 // by native.ts (Rust addon, or node:crypto).
-import { isSharedArrayBuffer } from 'node:util/types';
 import {
   BadPacketError,
   DisposedError,
@@ -26,14 +25,14 @@ export interface PacketCodecOptions {
   backend?: PacketBackend;
 }
 
-/** TypeError unless `v` is a Uint8Array over an ArrayBuffer (memory another thread may write is refused). */
+/**
+ * TypeError unless `v` is a Uint8Array. A view backed by a SharedArrayBuffer is refused
+ * (TypeError) by the backend that would read it: the native binding checks the backing
+ * store itself, the node:crypto backend checks in JS (reading `.buffer` here would cost
+ * the native path ~35 ns per call at 1 KiB).
+ */
 function checkBytes(v: unknown, what: string): asserts v is Uint8Array {
   if (!(v instanceof Uint8Array)) throw new TypeError(`${what} must be a Uint8Array or Buffer`);
-  const backing = v.buffer;
-  // instanceof is the inlined common case; isSharedArrayBuffer catches other realms' SABs.
-  if (!(backing instanceof ArrayBuffer) && isSharedArrayBuffer(backing)) {
-    throw new TypeError(`${what} must not be backed by a SharedArrayBuffer`);
-  }
 }
 
 function checkKey(v: unknown, what: string): asserts v is Uint8Array {

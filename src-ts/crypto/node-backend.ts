@@ -8,6 +8,7 @@
 // key schedule.
 import * as nodeCrypto from 'node:crypto';
 import type { Cipher } from 'node:crypto';
+import { isSharedArrayBuffer } from 'node:util/types';
 import {
   BadPacketError,
   ENCRYPTED_LEN,
@@ -79,6 +80,15 @@ function sha256Compress(st: Int32Array): void {
   st[6] = ((st[6] as number) + g) | 0; st[7] = ((st[7] as number) + h) | 0;
 }
 
+/** TypeError if `v` is backed by a SharedArrayBuffer (another thread could change the bytes between the MAC check and the decryption). */
+function refuseShared(v: Uint8Array, what: string): void {
+  const backing = v.buffer;
+  // instanceof is the common case; isSharedArrayBuffer also catches other realms' SABs.
+  if (!(backing instanceof ArrayBuffer) && isSharedArrayBuffer(backing)) {
+    throw new TypeError(`${what} must not be backed by a SharedArrayBuffer`);
+  }
+}
+
 /** Every buffer a PacketKeys holds key material in, by owner (read only by heldKeyMaterial). */
 const keyMaterial = new WeakMap<object, readonly (Uint8Array | Int32Array)[]>();
 
@@ -104,8 +114,10 @@ class PacketKeys {
   readonly #ctr: Buffer;
   readonly #ctr32: Int32Array;
 
-  /** Takes private copies of both 32-byte keys. */
+  /** Takes private copies of both 32-byte keys; TypeError for SharedArrayBuffer-backed keys. */
   constructor(encKey: Uint8Array, macKey: Uint8Array) {
+    refuseShared(encKey, 'encKey');
+    refuseShared(macKey, 'macKey');
     this.#ecb = nodeCrypto.createCipheriv('aes-256-ecb', encKey, null);
     this.#ecb.setAutoPadding(false);
     this.#macKey = Buffer.from(macKey);
@@ -233,6 +245,8 @@ export class NodeSealerCore implements SealerCore {
   /** Seals data into out at outOffset; returns bytes written. */
   sealInto(data: Uint8Array, out: Uint8Array, outOffset: number): number {
     if (this.#disposed) throw new DisposedError('sealer');
+    refuseShared(data, 'data');
+    refuseShared(out, 'out');
     const total = Math.ceil(data.length / MAX_PAYLOAD);
     const keys = this.#keys;
     const s = keys.scratch;
@@ -304,6 +318,8 @@ export class NodeOpenerCore implements OpenerCore {
    */
   openInto(packets: Uint8Array, out: Uint8Array, outOffset: number): number {
     if (this.#disposed) throw new DisposedError('opener');
+    refuseShared(packets, 'packets');
+    refuseShared(out, 'out');
     if (this.#failed) throw new BadPacketError('poisoned');
     if (packets.length % PACKET_LEN !== 0) {
       this.#failed = true;
