@@ -138,6 +138,18 @@ fn key_args<'cb>(
     ))
 }
 
+/// A new handle holding `make(encKey, macKey, firstPacket)`, from the constructors' arguments.
+fn create<'cb, T: Tagged>(
+    env: &Env,
+    args: [&Unknown<'cb>; 3],
+    make: fn(&[u8; 32], &[u8; 32], u64) -> T,
+) -> napi::Result<Unknown<'cb>> {
+    run(env, || {
+        let (enc, mac, first) = key_args(env, args[0], args[1], args[2])?;
+        js::wrap(env, Box::new(Some(make(enc, mac, first))))
+    })
+}
+
 /// `createSealer(encKey, macKey, firstPacket: bigint)`: a sealer handle.
 #[napi(
     catch_unwind,
@@ -150,10 +162,7 @@ pub fn create_sealer<'cb>(
     mac: Unknown<'cb>,
     first: Unknown<'cb>,
 ) -> napi::Result<Unknown<'cb>> {
-    run(&env, || {
-        let (enc, mac, first) = key_args(&env, &enc, &mac, &first)?;
-        js::wrap(&env, Box::new(Some(PacketSealer::new(enc, mac, first))))
-    })
+    create(&env, [&enc, &mac, &first], PacketSealer::new)
 }
 
 /// `createOpener(encKey, macKey, firstPacket: bigint)`: an opener handle.
@@ -168,10 +177,7 @@ pub fn create_opener<'cb>(
     mac: Unknown<'cb>,
     first: Unknown<'cb>,
 ) -> napi::Result<Unknown<'cb>> {
-    run(&env, || {
-        let (enc, mac, first) = key_args(&env, &enc, &mac, &first)?;
-        js::wrap(&env, Box::new(Some(PacketOpener::new(enc, mac, first))))
-    })
+    create(&env, [&enc, &mac, &first], PacketOpener::new)
 }
 
 /// `seal(sealer, data): Buffer` of ceil(len/1024) packets.
