@@ -180,11 +180,17 @@ needNative('the platform package is resolved from the package itself and only it
     cpSync(join(root, 'dist'), join(pkg, 'dist'), { recursive: true });
     cpSync(join(root, 'package.json'), join(pkg, 'package.json'));
     const plat = platformName();
+    const url = pathToFileURL(join(pkg, 'dist/crypto/index.js')).href;
+    // Nothing to load: under SPIPED_NATIVE=1 one AggregateError names both attempts.
+    const none = childInfo({ SPIPED_NATIVE: '1' }, url);
+    t.is(none.name, 'AggregateError');
+    t.is(none.errors?.length, 2);
+    t.regex(none.errors?.[0] ?? '', new RegExp(`spiped-native\\.${plat}\\.node: not found$`));
+    t.regex(none.errors?.[1] ?? '', new RegExp(`^spiped-native-${plat}: `));
     const platDir = join(dir, 'node_modules', `spiped-native-${plat}`);
     mkdirSync(platDir, { recursive: true });
     writeFileSync(join(platDir, 'package.json'), JSON.stringify({ name: `spiped-native-${plat}`, version: packageVersion(), main: 'index.js' }));
     writeFileSync(join(platDir, 'index.js'), IMPOSTOR);
-    const url = pathToFileURL(join(pkg, 'dist/crypto/index.js')).href;
     const a = childInfo({}, url);
     t.is(a.info?.name, 'node-crypto');
     t.false(a.ran, 'the JS main of the platform package is never required');
