@@ -141,3 +141,31 @@ backendTest('the opener counter refuses to pass 2^64-2 without failing for ever'
   t.is(o.nextPacket, MAX_COUNTER);
   rangeErr(t, () => o.open(beyond), 'packet 2^64-1');
 });
+
+/** A Uint8Array of `n` random bytes over a SharedArrayBuffer. */
+function sharedBytes(n: number, fill?: Uint8Array): Uint8Array {
+  const v = new Uint8Array(new SharedArrayBuffer(n));
+  v.set(fill ?? randomBytes(n));
+  return v;
+}
+
+backendTest('SharedArrayBuffer-backed arguments are refused with a TypeError, and change nothing', (t, backend) => {
+  for (const Ctor of [PacketSealer, PacketOpener]) {
+    typeErr(t, () => new Ctor(sharedBytes(32), H, 0n, { backend }), 'shared encKey');
+    typeErr(t, () => new Ctor(E, sharedBytes(32), 0n, { backend }), 'shared macKey');
+  }
+  const s = new PacketSealer(E, H, 0n, { backend });
+  const data = randomBytes(100);
+  typeErr(t, () => s.seal(sharedBytes(100)), 'seal shared data');
+  typeErr(t, () => s.sealInto(sharedBytes(100), Buffer.alloc(PACKET_LEN)), 'sealInto shared data');
+  typeErr(t, () => s.sealInto(data, sharedBytes(PACKET_LEN)), 'sealInto shared out');
+  t.is(s.nextPacket, 0n);
+  const sealed = s.seal(data);
+  const o = new PacketOpener(E, H, 0n, { backend });
+  typeErr(t, () => o.open(sharedBytes(PACKET_LEN, sealed)), 'open shared packets');
+  typeErr(t, () => o.openInto(sharedBytes(PACKET_LEN, sealed), Buffer.alloc(1024)), 'openInto shared packets');
+  typeErr(t, () => o.openInto(sealed, sharedBytes(1024)), 'openInto shared out');
+  t.false(o.failed);
+  t.is(o.nextPacket, 0n);
+  t.deepEqual(o.open(sealed), data);
+});

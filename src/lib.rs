@@ -1,12 +1,17 @@
-//! Node-API addon `spiped-native`: exposes `spiped-crypto`'s packet sealer and
-//! opener to JavaScript through a hand-written FFI (`napi_sys`, `napi`). One
-//! call seals or opens a whole batch; handles are type-tagged Externals.
+//! Node-API addon `spiped-native` on napi-rs: exposes `spiped-crypto`'s packet
+//! sealer and opener to JavaScript. One call seals or opens a whole batch;
+//! handles are type-tagged Externals holding an `Option` that `dispose` empties
+//! (dropping, and so wiping, the keys) while the JS handle lives on. Arguments are
+//! decoded by `js` with this addon's exact TypeError/RangeError messages; every
+//! function catches panics (`catch_unwind`), so none crosses into JavaScript.
 
-mod napi;
-mod napi_sys;
+mod js;
 
-use napi::{split_in_out, Env, JsError, JsResult, Tagged, Value, MAX_ARGS};
-use napi_sys::{napi_env, napi_type_tag, napi_value};
+use js::{bytes, handle, split_in_out, throw, JsError, JsResult, Tagged, RAW_ARGS};
+use napi::bindgen_prelude::Object;
+use napi::sys::napi_type_tag;
+use napi::{Env, Unknown};
+use napi_derive::napi;
 use spiped_crypto::{opened_capacity, sealed_len, Error, PacketOpener, PacketSealer};
 
 impl Tagged for PacketSealer {
@@ -23,13 +28,14 @@ impl Tagged for PacketOpener {
     };
 }
 
+/// Runs `f`, turning its `JsError` into the matching thrown JS exception.
+fn run<T>(env: &Env, f: impl FnOnce() -> JsResult<T>) -> napi::Result<T> {
+    f().map_err(|e| throw(env, e))
+}
+
 /// The JS error for a crypto failure.
 fn crypto_error(e: Error) -> JsError {
     match e {
-        Error::NoAesNi => JsError::Coded(
-            "ENOAESNI",
-            format!("spiped-native: {e}; use the node:crypto fallback"),
-        ),
         Error::BadSize | Error::BadMac { .. } | Error::BadLength { .. } | Error::Failed => {
             JsError::Coded("EBADPACKET", e.to_string())
         }
@@ -37,34 +43,36 @@ fn crypto_error(e: Error) -> JsError {
     }
 }
 
+/// The JS error for a handle whose keys `dispose` already wiped.
+fn disposed(what: &str) -> JsError {
+    JsError::Coded(
+        "EDISPOSED",
+        format!("spiped-native: this {what} was disposed"),
+    )
+}
+
 /// A 32-byte key argument, borrowed from JS memory.
-fn key<'cb>(env: Env<'cb>, v: Value, name: &str) -> JsResult<&'cb [u8; 32]> {
-    let view = env.bytes(v, name)?;
+fn key<'cb>(env: &Env, v: &Unknown<'cb>, name: &str) -> JsResult<&'cb [u8; 32]> {
+    let view = bytes(env, v, name)?;
     let len = view.len();
     <&[u8; 32]>::try_from(view.into_slice())
         .map_err(|_| JsError::Type(format!("{name} must be 32 bytes, got {len}")))
 }
 
-/// `(encKey, macKey, firstPacket)` of the constructors.
-fn key_args<'cb>(
-    env: Env<'cb>,
-    args: &[Value; MAX_ARGS],
-) -> JsResult<(&'cb [u8; 32], &'cb [u8; 32], u64)> {
-    Ok((
-        key(env, args[0], "encKey")?,
-        key(env, args[1], "macKey")?,
-        env.bigint_u64(args[2], "firstPacket")?,
-    ))
+/// The live sealer behind `v`; TypeError for anything else, EDISPOSED once disposed.
+fn sealer<'cb>(env: &Env, v: &Unknown<'cb>) -> JsResult<&'cb mut PacketSealer> {
+    handle::<PacketSealer>(env, v)?
+        .ok_or_else(|| JsError::Type("sealer must be a handle returned by createSealer".into()))?
+        .as_mut()
+        .ok_or_else(|| disposed("sealer"))
 }
 
-fn sealer<'cb>(env: Env<'cb>, v: Value) -> JsResult<&'cb mut PacketSealer> {
-    env.try_unwrap(v)?
-        .ok_or_else(|| JsError::Type("sealer must be a handle returned by createSealer".into()))
-}
-
-fn opener<'cb>(env: Env<'cb>, v: Value) -> JsResult<&'cb mut PacketOpener> {
-    env.try_unwrap(v)?
-        .ok_or_else(|| JsError::Type("opener must be a handle returned by createOpener".into()))
+/// The live opener behind `v`; TypeError for anything else, EDISPOSED once disposed.
+fn opener<'cb>(env: &Env, v: &Unknown<'cb>) -> JsResult<&'cb mut PacketOpener> {
+    handle::<PacketOpener>(env, v)?
+        .ok_or_else(|| JsError::Type("opener must be a handle returned by createOpener".into()))?
+        .as_mut()
+        .ok_or_else(|| disposed("opener"))
 }
 
 /// The output window `out[outOffset..]`, which must hold at least `need` bytes.
@@ -83,62 +91,124 @@ fn check_window(out_len: usize, offset: usize, need: usize) -> JsResult<()> {
     Ok(())
 }
 
-/// `cpuFeatures(): { aesni, shani, vaes, avx2 }`
-fn cpu_features(env: Env, _: &[Value; MAX_ARGS]) -> JsResult<Value> {
+/// CPU features the x86_64 kernels use.
+#[napi(object)]
+pub struct CpuFeatures {
+    pub aesni: bool,
+    pub shani: bool,
+    pub vaes: bool,
+    pub avx2: bool,
+}
+
+/// `cpuFeatures()`: this CPU's AES-NI, SHA-NI, VAES and AVX2.
+#[napi]
+pub fn cpu_features() -> CpuFeatures {
     let f = spiped_crypto::cpu_features();
-    env.bools_object(&[
-        (c"aesni", f.aesni),
-        (c"shani", f.shani),
-        (c"vaes", f.vaes),
-        (c"avx2", f.avx2),
-    ])
+    CpuFeatures {
+        aesni: f.aesni,
+        shani: f.shani,
+        vaes: f.vaes,
+        avx2: f.avx2,
+    }
 }
 
-/// `createSealer(encKey, macKey, firstPacket: bigint)`
-fn create_sealer(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
-    let (enc, mac, first) = key_args(env, args)?;
-    env.wrap(Box::new(
-        PacketSealer::new(enc, mac, first).map_err(crypto_error)?,
+/// `kernels()`: 'x86_64' (hand-written, self-tested) or 'portable' (RustCrypto), chosen once.
+#[napi(ts_return_type = "'x86_64' | 'portable'")]
+pub fn kernels() -> &'static str {
+    spiped_crypto::kernels().name()
+}
+
+/// `version()`: the crate version, kept equal to package.json's.
+#[napi]
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// `(encKey, macKey, firstPacket)` of the constructors.
+fn key_args<'cb>(
+    env: &Env,
+    enc_key: &Unknown<'cb>,
+    mac_key: &Unknown<'cb>,
+    first_packet: &Unknown<'cb>,
+) -> JsResult<(&'cb [u8; 32], &'cb [u8; 32], u64)> {
+    Ok((
+        key(env, enc_key, "encKey")?,
+        key(env, mac_key, "macKey")?,
+        js::bigint_u64(env, first_packet, "firstPacket")?,
     ))
 }
 
-/// `createOpener(encKey, macKey, firstPacket: bigint)`
-fn create_opener(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
-    let (enc, mac, first) = key_args(env, args)?;
-    env.wrap(Box::new(
-        PacketOpener::new(enc, mac, first).map_err(crypto_error)?,
-    ))
+/// A new handle holding `make(encKey, macKey, firstPacket)`, from the constructors' arguments.
+fn create<'cb, T: Tagged>(
+    env: &Env,
+    args: [&Unknown<'cb>; 3],
+    make: fn(&[u8; 32], &[u8; 32], u64) -> T,
+) -> napi::Result<Unknown<'cb>> {
+    run(env, || {
+        let (enc, mac, first) = key_args(env, args[0], args[1], args[2])?;
+        js::wrap(env, Box::new(Some(make(enc, mac, first))))
+    })
 }
 
-/// `seal(sealer, data): Buffer`
-fn seal(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
-    let s = sealer(env, args[0])?;
-    let data = env.bytes(args[1], "data")?;
-    let (buf, out) = env.buffer(sealed_len(data.len()))?;
+/// `createSealer(encKey, macKey, firstPacket: bigint)`: a sealer handle.
+#[napi(
+    catch_unwind,
+    ts_args_type = "encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint",
+    ts_return_type = "ExternalObject<unknown>"
+)]
+pub fn create_sealer<'cb>(
+    env: Env,
+    enc: Unknown<'cb>,
+    mac: Unknown<'cb>,
+    first: Unknown<'cb>,
+) -> napi::Result<Unknown<'cb>> {
+    create(&env, [&enc, &mac, &first], PacketSealer::new)
+}
+
+/// `createOpener(encKey, macKey, firstPacket: bigint)`: an opener handle.
+#[napi(
+    catch_unwind,
+    ts_args_type = "encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint",
+    ts_return_type = "ExternalObject<unknown>"
+)]
+pub fn create_opener<'cb>(
+    env: Env,
+    enc: Unknown<'cb>,
+    mac: Unknown<'cb>,
+    first: Unknown<'cb>,
+) -> napi::Result<Unknown<'cb>> {
+    create(&env, [&enc, &mac, &first], PacketOpener::new)
+}
+
+/// `seal(sealer, data): Buffer` of ceil(len/1024) packets.
+fn seal<'cb>(env: &Env, args: &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknown<'cb>> {
+    let s = sealer(env, &args[0])?;
+    let data = bytes(env, &args[1], "data")?;
+    let (buf, out) = js::buffer(env, sealed_len(data.len()))?;
     s.seal_into(data.into_slice(), out).map_err(crypto_error)?;
     Ok(buf)
 }
 
-/// `sealInto(sealer, data, out, outOffset): number`
-fn seal_into(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
-    let s = sealer(env, args[0])?;
-    let data = env.bytes(args[1], "data")?;
-    let out = env.bytes(args[2], "out")?;
-    let offset = env.index(args[3], "outOffset")?;
+/// `sealInto(sealer, data, out, outOffset): number` of bytes written.
+fn seal_into<'cb>(env: &Env, args: &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknown<'cb>> {
+    let s = sealer(env, &args[0])?;
+    let data = bytes(env, &args[1], "data")?;
+    let out = bytes(env, &args[2], "out")?;
+    let offset = js::index(env, &args[3], "outOffset")?;
     check_window(out.len(), offset, sealed_len(data.len()))?;
     let (input, out) = split_in_out(data, out);
     let n = s
         .seal_into(&input, &mut out[offset..])
         .map_err(crypto_error)?;
-    env.number(n as f64)
+    js::number(env, n as f64)
 }
 
 /// `open(opener, packets): Buffer` of exactly the plaintext length.
-fn open(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
-    let o = opener(env, args[0])?;
-    let packets = env.bytes(args[1], "packets")?;
+fn open<'cb>(env: &Env, args: &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknown<'cb>> {
+    let o = opener(env, &args[0])?;
+    let packets = bytes(env, &args[1], "packets")?;
     let capacity = opened_capacity(packets.len());
-    let (buf, out) = env.buffer(capacity)?;
+    let (buf, out) = js::buffer(env, capacity)?;
     let n = o
         .open_into(packets.into_slice(), out)
         .map_err(crypto_error)?;
@@ -147,59 +217,72 @@ fn open(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
     if n == capacity {
         Ok(buf)
     } else {
-        env.buffer_copy(&out[..n])
+        js::buffer_copy(env, &out[..n])
     }
 }
 
 /// `openInto(opener, packets, out, outOffset): number`; out needs room for `opened_capacity(packets.length)`.
-fn open_into(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
-    let o = opener(env, args[0])?;
-    let packets = env.bytes(args[1], "packets")?;
-    let out = env.bytes(args[2], "out")?;
-    let offset = env.index(args[3], "outOffset")?;
+fn open_into<'cb>(env: &Env, args: &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknown<'cb>> {
+    let o = opener(env, &args[0])?;
+    let packets = bytes(env, &args[1], "packets")?;
+    let out = bytes(env, &args[2], "out")?;
+    let offset = js::index(env, &args[3], "outOffset")?;
     check_window(out.len(), offset, opened_capacity(packets.len()))?;
     let (input, out) = split_in_out(packets, out);
     let n = o
         .open_into(&input, &mut out[offset..])
         .map_err(crypto_error)?;
-    env.number(n as f64)
+    js::number(env, n as f64)
 }
 
-/// `nextPacket(sealerOrOpener): bigint`
-fn next_packet(env: Env, args: &[Value; MAX_ARGS]) -> JsResult<Value> {
-    let next = if let Some(s) = env.try_unwrap::<PacketSealer>(args[0])? {
-        s.next_packet()
-    } else if let Some(o) = env.try_unwrap::<PacketOpener>(args[0])? {
-        o.next_packet()
-    } else {
-        return Err(JsError::Type(
-            "nextPacket needs a handle returned by createSealer or createOpener".into(),
-        ));
-    };
-    env.bigint(next)
-}
-
-/// Module registration, called by Node when the addon is loaded.
-///
-/// # Safety
-/// Called only by Node with a valid environment and exports object.
-#[no_mangle]
-pub unsafe extern "C" fn napi_register_module_v1(env: napi_env, exports: napi_value) -> napi_value {
-    let functions: [(&std::ffi::CStr, napi::Handler); 8] = [
-        (c"cpuFeatures", cpu_features),
-        (c"createSealer", create_sealer),
-        (c"createOpener", create_opener),
+/// Registers the four per-batch functions (seal, sealInto, open, openInto) as plain
+/// Node-API callbacks: they run once per socket read, and napi-rs's generated wrappers
+/// cost them measurably at 1 KiB (per-call borrow-tracking scopes). Their type
+/// declarations are in the dts header (package.json build:native).
+#[napi(module_exports)]
+pub fn register_batch_functions(exports: Object, env: Env) -> napi::Result<()> {
+    let functions: [(&std::ffi::CStr, js::RawHandler); 4] = [
         (c"seal", seal),
         (c"sealInto", seal_into),
         (c"open", open),
         (c"openInto", open_into),
-        (c"nextPacket", next_packet),
     ];
     for (name, handler) in functions {
-        // SAFETY: `env` and `exports` are the registration arguments from Node.
-        if !unsafe { napi::export(env, exports, name, handler) } {
-            return std::ptr::null_mut();
-        }
+        js::export_raw(&env, &exports, name, handler)?;
     }
-    exports
+    Ok(())
+}
+
+/// `nextPacket(sealerOrOpener): bigint`; EDISPOSED once disposed.
+#[napi(catch_unwind, ts_args_type = "handle: ExternalObject<unknown>")]
+pub fn next_packet(env: Env, h: Unknown) -> napi::Result<napi::bindgen_prelude::BigInt> {
+    run(&env, || {
+        let next = if let Some(s) = handle::<PacketSealer>(&env, &h)? {
+            s.as_ref().ok_or_else(|| disposed("sealer"))?.next_packet()
+        } else if let Some(o) = handle::<PacketOpener>(&env, &h)? {
+            o.as_ref().ok_or_else(|| disposed("opener"))?.next_packet()
+        } else {
+            return Err(JsError::Type(
+                "nextPacket needs a handle returned by createSealer or createOpener".into(),
+            ));
+        };
+        Ok(napi::bindgen_prelude::BigInt::from(next))
+    })
+}
+
+/// `dispose(sealerOrOpener)`: drops (and so wipes) the keys now; idempotent.
+#[napi(catch_unwind, ts_args_type = "handle: ExternalObject<unknown>")]
+pub fn dispose(env: Env, h: Unknown) -> napi::Result<()> {
+    run(&env, || {
+        if let Some(s) = handle::<PacketSealer>(&env, &h)? {
+            *s = None;
+        } else if let Some(o) = handle::<PacketOpener>(&env, &h)? {
+            *o = None;
+        } else {
+            return Err(JsError::Type(
+                "dispose needs a handle returned by createSealer or createOpener".into(),
+            ));
+        }
+        Ok(())
+    })
 }

@@ -3,16 +3,14 @@
 // addon makes the native variants fail, unless SPIPED_TEST_ALLOW_NO_NATIVE=1 (skip).
 import test, { type ExecutionContext } from 'ava';
 import { nodeCryptoBackend } from 'spiped-native/crypto/node-backend';
-import { loadNativeAddon, nativeBackendFrom } from 'spiped-native/crypto/native';
+import { loadNativeAddon, nativeBackendFrom, type NativeAddon } from 'spiped-native/crypto/native';
 import type { PacketBackend } from 'spiped-native/crypto/index';
 
-/** The native backend (SPIPED_NATIVE ignored), or why it is unavailable. */
-export const native: { backend?: PacketBackend; from?: string; error?: string } = (() => {
+/** The native backend and its raw addon (SPIPED_NATIVE ignored), or why it is unavailable. */
+export const native: { backend?: PacketBackend; addon?: NativeAddon; from?: string; error?: string } = (() => {
   try {
     const { addon, from } = loadNativeAddon();
-    const cpu = addon.cpuFeatures();
-    if (!cpu.aesni) return { error: 'CPU lacks AES-NI' };
-    return { backend: nativeBackendFrom(addon), from };
+    return { backend: nativeBackendFrom(addon), addon, from };
   } catch (e) {
     return { error: e instanceof Error ? e.message : String(e) };
   }

@@ -4,21 +4,13 @@
 
 import { readFileSync } from 'node:fs';
 import { cryptoBackend } from '../crypto/index.js';
-import { platformName } from '../crypto/native.js';
+import { packageVersion, platformName } from '../crypto/native.js';
 import { errorText } from './messages.js';
 import { REFERENCE_VERSION } from './usage.js';
 import { KEY_FILE_BYTES } from './keygen.js';
 
-/** This package's version, from its package.json. */
-export function packageVersion(): string {
-  try {
-    const text = readFileSync(new URL('../../package.json', import.meta.url), 'utf8');
-    const version: unknown = (JSON.parse(text) as { version?: unknown }).version;
-    return typeof version === 'string' ? version : 'unknown';
-  } catch {
-    return 'unknown';
-  }
-}
+/** This package's version, from its package.json (re-exported for the CLI). */
+export { packageVersion };
 
 /** The CPU flags /proc/cpuinfo lists (Linux only; empty elsewhere). */
 function cpuinfoFlags(): Set<string> {
@@ -41,6 +33,7 @@ export function runDoctor(program: string, keyFile: string | undefined): number 
     const backend = cryptoBackend();
     out(`crypto backend: ${backend.name}${backend.reason === undefined ? '' : ` (${backend.reason})`}`);
     out(`backend CPU features: aesni=${yesNo(backend.aesni)} shani=${yesNo(backend.shani)} vaes=${yesNo(backend.vaes)}`);
+    if (backend.kernels !== null) out(`native kernels: ${backend.kernels}`);
   } catch (err) {
     out(`crypto backend: unavailable (${errorText(err)})`);
     status = 1;

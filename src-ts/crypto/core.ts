@@ -47,6 +47,18 @@ export class BadPacketError extends Error {
   }
 }
 
+/** Thrown by any use of a PacketSealer/PacketOpener after dispose(); `code` is always 'EDISPOSED'. */
+export class DisposedError extends Error {
+  /** Always 'EDISPOSED', like the native addon's error for a disposed handle. */
+  readonly code = 'EDISPOSED' as const;
+
+  /** `what` names the disposed object, e.g. 'PacketSealer'. */
+  constructor(what: string) {
+    super(`spiped-native: this ${what} was disposed; its keys are wiped`);
+    this.name = 'DisposedError';
+  }
+}
+
 /** A stateful sealer owned by a backend; arguments are already validated by index.ts. */
 export interface SealerCore {
   /** Packet number the next sealed packet will get. */
@@ -55,6 +67,8 @@ export interface SealerCore {
   seal(data: Uint8Array): Buffer;
   /** Seals `data` into `out` at `outOffset` (room checked); returns bytes written. */
   sealInto(data: Uint8Array, out: Uint8Array, outOffset: number): number;
+  /** Wipes and frees the key material now; idempotent; later calls throw a DisposedError. */
+  dispose(): void;
 }
 
 /** A stateful opener owned by a backend; arguments are already validated by index.ts. */
@@ -65,6 +79,8 @@ export interface OpenerCore {
   open(packets: Uint8Array): Buffer;
   /** Opens whole packets into `out` (room for n*MAX_PAYLOAD checked); returns bytes written. */
   openInto(packets: Uint8Array, out: Uint8Array, outOffset: number): number;
+  /** Wipes and frees the key material now; idempotent; later calls throw a DisposedError. */
+  dispose(): void;
 }
 
 /** A crypto backend: creates sealer/opener cores from validated 32-byte keys. */
@@ -85,11 +101,16 @@ export interface CpuFeatures {
   avx2: boolean;
 }
 
+/** Which native kernels run: hand-written x86_64 (self-tested) or RustCrypto's portable core. */
+export type NativeKernels = 'x86_64' | 'portable';
+
 /** What cryptoBackend() reports. */
 export interface CryptoBackendInfo {
   name: 'native' | 'node-crypto';
   aesni: boolean;
   shani: boolean;
   vaes: boolean;
+  /** The native kernels in use; null for node-crypto. */
+  kernels: NativeKernels | null;
   reason?: string;
 }

@@ -4,6 +4,7 @@
 // by native.ts (Rust addon, or node:crypto).
 import {
   BadPacketError,
+  DisposedError,
   KEY_LEN,
   MAX_COUNTER,
   MAX_PAYLOAD,
@@ -15,8 +16,8 @@ import {
 } from './core.js';
 import { liveBackend } from './native.js';
 
-export { PACKET_LEN, MAX_PAYLOAD, MAX_COUNTER, MAX_PACKET_NUMBER, BadPacketError } from './core.js';
-export type { BadPacketReason, CryptoBackendInfo, CpuFeatures, PacketBackend, SealerCore, OpenerCore } from './core.js';
+export { PACKET_LEN, MAX_PAYLOAD, MAX_COUNTER, MAX_PACKET_NUMBER, BadPacketError, DisposedError } from './core.js';
+export type { BadPacketReason, CryptoBackendInfo, CpuFeatures, NativeKernels, PacketBackend, SealerCore, OpenerCore } from './core.js';
 
 /** Extra constructor options, mainly for tests and benchmarks. */
 export interface PacketCodecOptions {
@@ -24,6 +25,12 @@ export interface PacketCodecOptions {
   backend?: PacketBackend;
 }
 
+/**
+ * TypeError unless `v` is a Uint8Array. A view backed by a SharedArrayBuffer is refused
+ * (TypeError) by the backend that would read it: the native binding checks the backing
+ * store itself, the node:crypto backend checks in JS (reading `.buffer` here would cost
+ * the native path ~35 ns per call at 1 KiB).
+ */
 function checkBytes(v: unknown, what: string): asserts v is Uint8Array {
   if (!(v instanceof Uint8Array)) throw new TypeError(`${what} must be a Uint8Array or Buffer`);
 }
@@ -75,6 +82,8 @@ export class PacketSealer {
   readonly #core: SealerCore;
   /** Packets left before the counter would pass 2^64-2 (plain numbers: no BigInt work and no native call per seal). */
   #room: number;
+  /** nextPacket as it was at dispose(); undefined while live. */
+  #disposedAt: bigint | undefined;
 
   /** 32-byte AES-256 and HMAC-SHA256 keys; firstPacket (default 0n) is the first packet number. */
   constructor(encKey: Uint8Array, macKey: Uint8Array, firstPacket?: bigint, options?: PacketCodecOptions) {
@@ -85,13 +94,21 @@ export class PacketSealer {
     this.#room = roomFrom(first);
   }
 
-  /** Packet number the next sealed packet will carry. */
+  /** Packet number the next sealed packet will carry (frozen at dispose()). */
   get nextPacket(): bigint {
-    return this.#core.nextPacket;
+    return this.#disposedAt ?? this.#core.nextPacket;
+  }
+
+  /** Wipes and frees the keys now; idempotent; every later seal/sealInto throws DisposedError (code EDISPOSED). */
+  dispose(): void {
+    if (this.#disposedAt !== undefined) return;
+    this.#disposedAt = this.#core.nextPacket;
+    this.#core.dispose();
   }
 
   /** Seals data into ceil(len/1024) packets of 1060 bytes (empty in, empty out); RangeError if the counter would pass 2^64-2. */
   seal(data: Uint8Array): Buffer {
+    if (this.#disposedAt !== undefined) throw new DisposedError('PacketSealer');
     checkBytes(data, 'data');
     if (data.length === 0) return Buffer.alloc(0);
     const packets = Math.ceil(data.length / MAX_PAYLOAD);
@@ -101,6 +118,7 @@ export class PacketSealer {
 
   /** Seals data into out at outOffset (needs ceil(len/1024)*1060 bytes of room) and returns the bytes written. */
   sealInto(data: Uint8Array, out: Uint8Array, outOffset?: number): number {
+    if (this.#disposedAt !== undefined) throw new DisposedError('PacketSealer');
     checkBytes(data, 'data');
     checkBytes(out, 'out');
     const off = checkOffset(out, outOffset);
@@ -119,6 +137,8 @@ export class PacketOpener {
   /** Packets left before the counter would pass 2^64-2 (plain numbers: no BigInt work and no native call per open). */
   #room: number;
   #failed = false;
+  /** nextPacket as it was at dispose(); undefined while live. */
+  #disposedAt: bigint | undefined;
 
   /** 32-byte AES-256 and HMAC-SHA256 keys; firstPacket (default 0n) is the packet number expected first. */
   constructor(encKey: Uint8Array, macKey: Uint8Array, firstPacket?: bigint, options?: PacketCodecOptions) {
@@ -129,9 +149,16 @@ export class PacketOpener {
     this.#room = roomFrom(first);
   }
 
-  /** Packet number the next packet must carry. */
+  /** Packet number the next packet must carry (frozen at dispose()). */
   get nextPacket(): bigint {
-    return this.#core.nextPacket;
+    return this.#disposedAt ?? this.#core.nextPacket;
+  }
+
+  /** Wipes and frees the keys now; idempotent; every later open/openInto throws DisposedError (code EDISPOSED). */
+  dispose(): void {
+    if (this.#disposedAt !== undefined) return;
+    this.#disposedAt = this.#core.nextPacket;
+    this.#core.dispose();
   }
 
   /** True once a bad packet was seen; every later open throws. */
@@ -141,6 +168,7 @@ export class PacketOpener {
 
   /** Opens a multiple of 1060 bytes and returns the payloads; BadPacketError (code EBADPACKET) on a bad MAC, length or size, and for ever after. */
   open(packets: Uint8Array): Buffer {
+    if (this.#disposedAt !== undefined) throw new DisposedError('PacketOpener');
     checkBytes(packets, 'packets');
     const count = this.#precheck(packets);
     if (count === 0) return Buffer.alloc(0);
@@ -153,6 +181,7 @@ export class PacketOpener {
 
   /** Like open() but writes into out at outOffset (needs (len/1060)*1024 bytes of room); returns the bytes written. On error out may hold earlier packets' payloads. */
   openInto(packets: Uint8Array, out: Uint8Array, outOffset?: number): number {
+    if (this.#disposedAt !== undefined) throw new DisposedError('PacketOpener');
     checkBytes(packets, 'packets');
     checkBytes(out, 'out');
     const off = checkOffset(out, outOffset);

@@ -1,20 +1,27 @@
 // Owns loading the Rust N-API addon and choosing the live crypto backend: a locally
-// built spiped-native.<platform>.node at the package root, else the optional package
-// spiped-native-<platform>, else node:crypto. SPIPED_NATIVE=0 forces node:crypto,
-// SPIPED_NATIVE=1 makes any failure to get the native backend a thrown error, and
-// SPIPED_NATIVE_PATH=<file> loads exactly that .node file instead of searching.
-import { existsSync } from 'node:fs';
+// built spiped-native.<platform>.node at the package root, else the .node file of this
+// package's own dependency spiped-native-<platform>, else node:crypto. Only `.node`
+// files are ever loaded (process.dlopen, never require of a JS module), and only an
+// addon whose version() equals this package's version is used. SPIPED_NATIVE=0 forces
+// node:crypto, SPIPED_NATIVE=1 makes any failure to get the native backend a thrown
+// error (an AggregateError with each attempt's cause), and SPIPED_NATIVE_PATH=<file.node>
+// loads exactly that file instead of searching. The addon runs on any CPU: its own
+// hand-written x86_64 kernels where they apply, else its portable core.
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
   BadPacketError,
   type CpuFeatures,
   type CryptoBackendInfo,
+  type NativeKernels,
   type OpenerCore,
   type PacketBackend,
   type SealerCore,
 } from './core.js';
 import { nodeCryptoBackend } from './node-backend.js';
+import type * as GeneratedAddon from './addon.js';
 
 /** Opaque handle returned by the addon's createSealer/createOpener. */
 export type NativeHandle = object & { readonly __spipedNativeHandle?: never };
@@ -29,15 +36,34 @@ export interface NativeAddon {
   open(opener: NativeHandle, packets: Uint8Array): Buffer;
   openInto(opener: NativeHandle, packets: Uint8Array, out: Uint8Array, outOffset: number): number;
   nextPacket(sealerOrOpener: NativeHandle): bigint;
+  dispose(sealerOrOpener: NativeHandle): void;
+  version(): string;
+  kernels(): NativeKernels;
 }
 
+/** Compile-time check that napi build's generated declarations (addon.d.ts) satisfy NativeAddon. */
+const generatedSatisfiesNativeAddon = (generated: typeof GeneratedAddon): NativeAddon => generated;
+void generatedSatisfiesNativeAddon;
+
 const ADDON_FUNCTIONS = [
-  'cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket',
+  'cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose', 'version', 'kernels',
 ] as const;
 
-const require = createRequire(import.meta.url);
 /** Package root: dist/crypto/native.js -> ../../ */
 const PACKAGE_ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const PACKAGE_JSON = join(PACKAGE_ROOT, 'package.json');
+/** Resolves modules as this package itself would (its own node_modules, then its ancestors'). */
+const packageRequire = createRequire(PACKAGE_JSON);
+
+/** This package's version, from its package.json ('unknown' if unreadable). */
+export function packageVersion(): string {
+  try {
+    const version: unknown = (JSON.parse(readFileSync(PACKAGE_JSON, 'utf8')) as { version?: unknown }).version;
+    return typeof version === 'string' ? version : 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
 
 /** napi-rs platform triple of this process, e.g. 'linux-x64-gnu', 'darwin-arm64', 'win32-x64-msvc'. */
 export function platformName(): string {
@@ -47,12 +73,40 @@ export function platformName(): string {
   return `${platform}-${arch}`;
 }
 
-function isMusl(): boolean {
+let muslCached: boolean | undefined;
+
+/** Whether this Linux process runs on musl: /usr/bin/ldd's text first, then process.report (network excluded). */
+export function isMusl(): boolean {
+  muslCached ??= muslFromLdd() ?? muslFromReport() ?? false;
+  return muslCached;
+}
+
+/** true/false from /usr/bin/ldd (a script on glibc, musl's loader on musl); undefined if unreadable. */
+function muslFromLdd(): boolean | undefined {
   try {
-    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
-    return !report?.header?.glibcVersionRuntime;
+    return readFileSync('/usr/bin/ldd', 'latin1').includes('musl');
   } catch {
-    return false;
+    return undefined;
+  }
+}
+
+/** true/false from the diagnostic report's glibc version and loaded objects; undefined if unavailable. */
+function muslFromReport(): boolean | undefined {
+  // excludeNetwork exists since Node 20.13 / 22.0; @types/node 20 does not declare it.
+  const report = process.report as (NodeJS.ProcessReport & { excludeNetwork?: boolean }) | undefined;
+  if (!report || typeof report.getReport !== 'function') return undefined;
+  const previous = report.excludeNetwork;
+  try {
+    // Without this, getReport() does reverse DNS lookups of every open socket (slow, may hang).
+    report.excludeNetwork = true;
+    const r = report.getReport() as { header?: { glibcVersionRuntime?: string }; sharedObjects?: unknown };
+    if (r.header?.glibcVersionRuntime) return false;
+    const objects = Array.isArray(r.sharedObjects) ? (r.sharedObjects as unknown[]) : [];
+    return objects.some((o) => typeof o === 'string' && (o.includes('libc.musl-') || o.includes('ld-musl-')));
+  } catch {
+    return undefined;
+  } finally {
+    report.excludeNetwork = previous ?? false;
   }
 }
 
@@ -84,6 +138,9 @@ class NativeSealerCore implements SealerCore {
   }
   sealInto(data: Uint8Array, out: Uint8Array, outOffset: number): number {
     return this.#a.sealInto(this.#h, data, out, outOffset);
+  }
+  dispose(): void {
+    this.#a.dispose(this.#h);
   }
 }
 
@@ -117,6 +174,9 @@ class NativeOpenerCore implements OpenerCore {
       return translate(e);
     }
   }
+  dispose(): void {
+    this.#a.dispose(this.#h);
+  }
 }
 
 /** Wraps a loaded addon as a PacketBackend. */
@@ -134,47 +194,85 @@ export interface LoadedAddon {
   from: string;
 }
 
-function checkAddon(mod: unknown, from: string): NativeAddon {
+/** Exports of .node files already opened, by absolute path (dlopen once per process). */
+const opened = new Map<string, unknown>();
+
+/** Opens a Node-API addon file; refuses anything whose name does not end in `.node`. */
+function dlopenAddon(file: string): unknown {
+  if (!file.endsWith('.node')) throw new Error('not a .node file');
+  const path = resolve(file);
+  if (opened.has(path)) return opened.get(path);
+  const mod: { exports: unknown } = { exports: {} };
+  process.dlopen(mod, path);
+  opened.set(path, mod.exports);
+  return mod.exports;
+}
+
+/** Returns `mod` as a NativeAddon if it exports every function and its version() equals this package's; else throws naming `from`. */
+export function checkAddon(mod: unknown, from: string): NativeAddon {
   for (const f of ADDON_FUNCTIONS) {
     if (typeof (mod as Record<string, unknown> | null)?.[f] !== 'function') {
       throw new Error(`${from} does not export ${f}()`);
     }
   }
-  return mod as NativeAddon;
+  const addon = mod as NativeAddon;
+  const theirs = addon.version();
+  const ours = packageVersion();
+  if (theirs !== ours) throw new Error(`${from} is version ${String(theirs)}, this package is ${ours}`);
+  return addon;
+}
+
+/** The .node file of the platform package `pkg`, resolved from this package's location. */
+function platformPackageFile(pkg: string, plat: string): string {
+  const manifest = packageRequire.resolve(`${pkg}/package.json`);
+  const dir = dirname(manifest);
+  const main: unknown = (JSON.parse(readFileSync(manifest, 'utf8')) as { main?: unknown }).main;
+  const file = typeof main === 'string' && main.endsWith('.node') ? join(dir, main) : join(dir, `spiped-native.${plat}.node`);
+  const inside = relative(dir, file);
+  if (inside.startsWith('..') || isAbsolute(inside)) throw new Error(`${manifest} names a file outside its package`);
+  return file;
+}
+
+/** One attempt's failure: the place tried, and why. */
+function attemptError(place: string, e: unknown): Error {
+  return new Error(`${place}: ${errorText(e)}`, { cause: e });
 }
 
 /**
  * Loads the addon (ignoring SPIPED_NATIVE, honouring SPIPED_NATIVE_PATH); throws an
- * Error naming every place tried when none loads. Does not check CPU features.
+ * AggregateError holding each attempt's Error when none loads. Does not check CPU features.
  */
 export function loadNativeAddon(): LoadedAddon {
   const explicit = process.env['SPIPED_NATIVE_PATH'];
   if (explicit) {
     try {
-      return { addon: checkAddon(require(explicit), explicit), from: explicit };
+      if (!explicit.endsWith('.node')) throw new Error('SPIPED_NATIVE_PATH must name a .node file');
+      return { addon: checkAddon(dlopenAddon(explicit), explicit), from: explicit };
     } catch (e) {
-      throw new Error(`cannot load native addon from SPIPED_NATIVE_PATH=${explicit}: ${errorText(e)}`, { cause: e });
+      const err = attemptError(explicit, e);
+      throw new AggregateError([err], `cannot load native addon from SPIPED_NATIVE_PATH=${explicit}: ${errorText(e)}`);
     }
   }
   const plat = platformName();
+  const failures: Error[] = [];
   const local = `${PACKAGE_ROOT}spiped-native.${plat}.node`;
-  const failures: string[] = [];
   if (existsSync(local)) {
     try {
-      return { addon: checkAddon(require(local), local), from: local };
+      return { addon: checkAddon(dlopenAddon(local), local), from: local };
     } catch (e) {
-      failures.push(`${local}: ${errorText(e)}`);
+      failures.push(attemptError(local, e));
     }
   } else {
-    failures.push(`${local}: not found`);
+    failures.push(new Error(`${local}: not found`));
   }
   const pkg = `spiped-native-${plat}`;
   try {
-    return { addon: checkAddon(require(pkg), pkg), from: require.resolve(pkg) };
+    const file = platformPackageFile(pkg, plat);
+    return { addon: checkAddon(dlopenAddon(file), file), from: file };
   } catch (e) {
-    failures.push(`${pkg}: ${errorText(e)}`);
+    failures.push(attemptError(pkg, e));
   }
-  throw new Error(`no prebuilt addon for ${plat}: ${failures.join('; ')}`);
+  throw new AggregateError(failures, `no prebuilt addon for ${plat}: ${failures.map((f) => f.message).join('; ')}`);
 }
 
 /** The live backend and what cryptoBackend() says about it. */
@@ -186,10 +284,10 @@ export interface LiveBackend {
 let live: LiveBackend | undefined;
 let liveError: Error | undefined;
 
-/** Chooses the backend per SPIPED_NATIVE and the CPU (no caching). Throws only under SPIPED_NATIVE=1. */
+/** Chooses the backend per SPIPED_NATIVE (no caching): the addon on whatever kernels it chose, else node:crypto. Throws only under SPIPED_NATIVE=1. */
 export function selectBackend(): LiveBackend {
   const mode = process.env['SPIPED_NATIVE'];
-  const noCpu = { aesni: false, shani: false, vaes: false };
+  const noCpu = { aesni: false, shani: false, vaes: false, kernels: null };
   if (mode === '0') {
     return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: 'SPIPED_NATIVE=0' } };
   }
@@ -198,22 +296,22 @@ export function selectBackend(): LiveBackend {
   try {
     loaded = loadNativeAddon();
   } catch (e) {
-    if (required) throw new Error(`SPIPED_NATIVE=1 but the native addon is unavailable: ${errorText(e)}`, { cause: e });
+    if (required) {
+      const attempts = e instanceof AggregateError ? (e.errors as unknown[]) : [e];
+      throw new AggregateError(attempts, `SPIPED_NATIVE=1 but the native addon is unavailable: ${errorText(e)}`, { cause: e });
+    }
     return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: errorText(e) } };
   }
-  let cpu: CpuFeatures;
+  let info: CryptoBackendInfo;
   try {
-    cpu = loaded.addon.cpuFeatures();
+    const cpu = loaded.addon.cpuFeatures();
+    const kernels = loaded.addon.kernels();
+    info = { name: 'native', aesni: !!cpu.aesni, shani: !!cpu.shani, vaes: !!cpu.vaes, kernels, reason: `loaded from ${loaded.from}` };
   } catch (e) {
-    if (required) throw new Error(`SPIPED_NATIVE=1 but cpuFeatures() failed: ${errorText(e)}`, { cause: e });
-    return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: `cpuFeatures() failed: ${errorText(e)}` } };
+    if (required) throw new Error(`SPIPED_NATIVE=1 but the addon's self-description failed: ${errorText(e)}`, { cause: e });
+    return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...noCpu, reason: `addon self-description failed: ${errorText(e)}` } };
   }
-  const flags = { aesni: !!cpu.aesni, shani: !!cpu.shani, vaes: !!cpu.vaes };
-  if (!flags.aesni) {
-    if (required) throw new Error('SPIPED_NATIVE=1 but the CPU lacks AES-NI');
-    return { backend: nodeCryptoBackend, info: { name: 'node-crypto', ...flags, reason: 'CPU lacks AES-NI' } };
-  }
-  return { backend: nativeBackendFrom(loaded.addon), info: { name: 'native', ...flags, reason: `loaded from ${loaded.from}` } };
+  return { backend: nativeBackendFrom(loaded.addon), info };
 }
 
 /** The live backend, chosen once on first use; under SPIPED_NATIVE=1 a failure is rethrown on every call. */

@@ -3,9 +3,12 @@
 // all counter blocks of a group of packets, XORed in 32-bit words, and HMAC-SHA256
 // built from a one-shot node:crypto SHA-256 of (ipad-key || message) plus the single
 // outer compression done here from the precomputed opad state (that one block costs
-// less in JS than another node:crypto call).
+// less in JS than another node:crypto call). dispose() zeroes every copy of key
+// material held here and ends the ECB cipher, which frees (and OpenSSL cleanses) its
+// key schedule.
 import * as nodeCrypto from 'node:crypto';
 import type { Cipher } from 'node:crypto';
+import { isSharedArrayBuffer } from 'node:util/types';
 import {
   BadPacketError,
   ENCRYPTED_LEN,
@@ -16,6 +19,7 @@ import {
   type OpenerCore,
   type PacketBackend,
   type SealerCore,
+  DisposedError,
 } from './core.js';
 
 /** AES blocks of keystream per packet: ceil(1028 / 16). */
@@ -76,6 +80,23 @@ function sha256Compress(st: Int32Array): void {
   st[6] = ((st[6] as number) + g) | 0; st[7] = ((st[7] as number) + h) | 0;
 }
 
+/** TypeError if `v` is backed by a SharedArrayBuffer (another thread could change the bytes between the MAC check and the decryption). */
+function refuseShared(v: Uint8Array, what: string): void {
+  const backing = v.buffer;
+  // instanceof is the common case; isSharedArrayBuffer also catches other realms' SABs.
+  if (!(backing instanceof ArrayBuffer) && isSharedArrayBuffer(backing)) {
+    throw new TypeError(`${what} must not be backed by a SharedArrayBuffer`);
+  }
+}
+
+/** Every buffer a PacketKeys holds key material in, by owner (read only by heldKeyMaterial). */
+const keyMaterial = new WeakMap<object, readonly (Uint8Array | Int32Array)[]>();
+
+/** For tests: the buffers holding key material of a node:crypto core (all zero once disposed), or undefined. */
+export function heldKeyMaterial(core: SealerCore | OpenerCore): readonly (Uint8Array | Int32Array)[] | undefined {
+  return keyMaterial.get(core);
+}
+
 /** Per-key machinery shared by the sealer and the opener of one direction. */
 class PacketKeys {
   readonly #ecb: Cipher;
@@ -93,8 +114,10 @@ class PacketKeys {
   readonly #ctr: Buffer;
   readonly #ctr32: Int32Array;
 
-  /** Takes private copies of both 32-byte keys. */
+  /** Takes private copies of both 32-byte keys; TypeError for SharedArrayBuffer-backed keys. */
   constructor(encKey: Uint8Array, macKey: Uint8Array) {
+    refuseShared(encKey, 'encKey');
+    refuseShared(macKey, 'macKey');
     this.#ecb = nodeCrypto.createCipheriv('aes-256-ecb', encKey, null);
     this.#ecb.setAutoPadding(false);
     this.#macKey = Buffer.from(macKey);
@@ -109,10 +132,28 @@ class PacketKeys {
     for (let i = 0; i < 16; i++) W[i] = opad.readInt32BE(i * 4);
     this.#outerState = new Int32Array(SHA256_IV);
     sha256Compress(this.#outerState);
+    opad.fill(0);
+    W.fill(0);
     this.#ctr = Buffer.alloc(GROUP * KS_PER_PACKET);
     this.#ctr32 = new Int32Array(this.#ctr.buffer, this.#ctr.byteOffset, this.#ctr.length >> 2);
     for (let p = 0; p < GROUP; p++) {
       for (let b = 0; b < BLOCKS_PER_PACKET; b++) this.#ctr[p * KS_PER_PACKET + b * 16 + 15] = b;
+    }
+  }
+
+  /** The buffers holding key material: the MAC key, the ipad block, the opad state and its working copies. */
+  secrets(): readonly (Uint8Array | Int32Array)[] {
+    return [this.#macKey, this.#scratch, this.#outerState, this.#st, this.#tag];
+  }
+
+  /** Zeroes every copy of key material and ends the ECB cipher (freeing its key schedule). */
+  wipe(): void {
+    for (const b of this.secrets()) b.fill(0);
+    W.fill(0);
+    try {
+      this.#ecb.final();
+    } catch {
+      // Already ended: nothing left to free.
     }
   }
 
@@ -174,11 +215,19 @@ class PacketKeys {
 export class NodeSealerCore implements SealerCore {
   readonly #keys: PacketKeys;
   #next: bigint;
+  #disposed = false;
 
   /** Keys must be 32 bytes and firstPacket a valid counter (index.ts checks). */
   constructor(encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint) {
     this.#keys = new PacketKeys(encKey, macKey);
     this.#next = firstPacket;
+    keyMaterial.set(this, this.#keys.secrets());
+  }
+
+  /** Wipes the keys now; idempotent; later seals throw DisposedError. */
+  dispose(): void {
+    this.#disposed = true;
+    this.#keys.wipe();
   }
 
   /** Packet number of the next sealed packet. */
@@ -195,6 +244,9 @@ export class NodeSealerCore implements SealerCore {
 
   /** Seals data into out at outOffset; returns bytes written. */
   sealInto(data: Uint8Array, out: Uint8Array, outOffset: number): number {
+    if (this.#disposed) throw new DisposedError('sealer');
+    refuseShared(data, 'data');
+    refuseShared(out, 'out');
     const total = Math.ceil(data.length / MAX_PAYLOAD);
     const keys = this.#keys;
     const s = keys.scratch;
@@ -230,11 +282,19 @@ export class NodeOpenerCore implements OpenerCore {
   readonly #keys: PacketKeys;
   #next: bigint;
   #failed = false;
+  #disposed = false;
 
   /** Keys must be 32 bytes and firstPacket a valid counter (index.ts checks). */
   constructor(encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint) {
     this.#keys = new PacketKeys(encKey, macKey);
     this.#next = firstPacket;
+    keyMaterial.set(this, this.#keys.secrets());
+  }
+
+  /** Wipes the keys now; idempotent; later opens throw DisposedError. */
+  dispose(): void {
+    this.#disposed = true;
+    this.#keys.wipe();
   }
 
   /** Packet number the next packet must carry. */
@@ -257,6 +317,9 @@ export class NodeOpenerCore implements OpenerCore {
    * batch, never a byte of the rejected one, and the counter does not move.
    */
   openInto(packets: Uint8Array, out: Uint8Array, outOffset: number): number {
+    if (this.#disposed) throw new DisposedError('opener');
+    refuseShared(packets, 'packets');
+    refuseShared(out, 'out');
     if (this.#failed) throw new BadPacketError('poisoned');
     if (packets.length % PACKET_LEN !== 0) {
       this.#failed = true;

@@ -1,23 +1,25 @@
-//! AES-256 key expansion and CTR-mode keystream XOR, with AES-NI (eight
-//! blocks interleaved) or VAES (sixteen blocks in eight 256-bit registers).
-//! There is deliberately no software AES: without AES-NI the constructors
-//! fail with `Error::NoAesNi` and callers use another implementation.
+//! AES-256 key expansion and CTR-mode keystream XOR on one of three backends:
+//! hand-written AES-NI (eight blocks interleaved) or VAES (sixteen blocks in
+//! eight 256-bit registers) kernels, or the portable core: RustCrypto's `aes`
+//! (AES-NI when detected, else fixsliced constant-time software) driven by `ctr`.
 //!
 //! The 16-byte counter block is `bigendian64(nonce) || bigendian64(block)`;
 //! `block` grows by one per 16 bytes and wraps without carrying into
 //! `nonce`, as in spiped's `crypto_aesctr`.
 
-use crate::cpu::cpu_features;
-use crate::packet::Error;
+use crate::kernels::{kernels, Kernels};
 use crate::wipe::wipe;
+use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher, StreamCipherCoreWrapper};
 
-/// Which instruction set generates the keystream.
+/// Which implementation generates the keystream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AesBackend {
-    /// 128-bit AES-NI, eight blocks in flight.
+    /// Hand-written 128-bit AES-NI, eight blocks in flight.
     AesNi,
-    /// 256-bit VAES (with AVX2), sixteen blocks in flight.
+    /// Hand-written 256-bit VAES (with AVX2), sixteen blocks in flight.
     Vaes,
+    /// RustCrypto `aes` + `ctr` (its own AES-NI or constant-time software).
+    Portable,
 }
 
 /// The 15 AES-256 round keys, as 128-bit values and broadcast to 256 bits.
@@ -27,50 +29,69 @@ struct RoundKeys {
     xmm: [[u8; 16]; 15],
 }
 
+impl Drop for RoundKeys {
+    fn drop(&mut self) {
+        wipe(self.ymm.as_flattened_mut());
+        wipe(self.xmm.as_flattened_mut());
+    }
+}
+
+/// The expanded key of one backend; every variant wipes its round keys on drop
+/// (`aes::Aes256` through its `zeroize` feature).
+enum Keys {
+    /// AES-NI or VAES round keys (the backend is checked at construction).
+    Hand(Box<RoundKeys>, AesBackend),
+    Portable(Box<aes::Aes256>),
+}
+
 /// An expanded AES-256 key for CTR mode; round keys wiped on drop.
 pub struct Aes256Ctr {
-    rk: RoundKeys,
-    backend: AesBackend,
+    keys: Keys,
 }
 
-impl Drop for Aes256Ctr {
-    fn drop(&mut self) {
-        wipe(self.rk.ymm.as_flattened_mut());
-        wipe(self.rk.xmm.as_flattened_mut());
-    }
-}
+/// `ctr`'s CTR mode with a 64-bit big-endian block counter, over a borrowed key.
+type PortableCtr<'a> = ctr::CtrCore<&'a aes::Aes256, ctr::flavors::Ctr64BE>;
 
 impl Aes256Ctr {
-    /// Expands `key` for the fastest backend on this CPU; `Err(NoAesNi)` without AES-NI.
-    pub fn new(key: &[u8; 32]) -> Result<Self, Error> {
-        let f = cpu_features();
-        let backend = if f.vaes && f.avx2 {
-            AesBackend::Vaes
-        } else {
-            AesBackend::AesNi
+    /// Expands `key` for the process's kernels: VAES or AES-NI on the x86_64 kernels, else portable.
+    pub fn new(key: &[u8; 32]) -> Self {
+        let f = crate::cpu::cpu_features();
+        let backend = match kernels() {
+            Kernels::X86_64 if f.vaes && f.avx2 => AesBackend::Vaes,
+            Kernels::X86_64 => AesBackend::AesNi,
+            Kernels::Portable => AesBackend::Portable,
         };
-        Self::with_backend(key, backend)
+        Self::with_backend(key, backend).expect("the chosen kernels run on this CPU")
     }
 
-    /// Expands `key` for `backend`; `Err(NoAesNi)` if this CPU cannot run it.
-    pub fn with_backend(key: &[u8; 32], backend: AesBackend) -> Result<Self, Error> {
-        let f = cpu_features();
+    /// Expands `key` for `backend`; `None` if this CPU cannot run it (Portable always runs).
+    pub fn with_backend(key: &[u8; 32], backend: AesBackend) -> Option<Self> {
+        if backend == AesBackend::Portable {
+            let aes = Box::new(aes::Aes256::new(key.into()));
+            return Some(Aes256Ctr {
+                keys: Keys::Portable(aes),
+            });
+        }
+        let f = crate::cpu::cpu_features();
         let ok = f.aesni && (backend == AesBackend::AesNi || (f.vaes && f.avx2));
         if !ok {
-            return Err(Error::NoAesNi);
+            return None;
         }
         #[cfg(target_arch = "x86_64")]
         {
             // SAFETY: AES-NI was detected at run time.
             let xmm = unsafe { x86::expand_key(key) };
-            let mut ymm = [[0u8; 32]; 15];
-            for (y, x) in ymm.iter_mut().zip(&xmm) {
+            let mut rk = Box::new(RoundKeys {
+                ymm: [[0u8; 32]; 15],
+                xmm,
+            });
+            let RoundKeys { ymm, xmm } = &mut *rk;
+            for (y, x) in ymm.iter_mut().zip(xmm.iter()) {
                 y[..16].copy_from_slice(x);
                 y[16..].copy_from_slice(x);
             }
-            Ok(Aes256Ctr {
-                rk: RoundKeys { ymm, xmm },
-                backend,
+            Some(Aes256Ctr {
+                keys: Keys::Hand(rk, backend),
             })
         }
         #[cfg(not(target_arch = "x86_64"))]
@@ -79,14 +100,22 @@ impl Aes256Ctr {
 
     /// The backend this key was expanded for.
     pub fn backend(&self) -> AesBackend {
-        self.backend
+        match &self.keys {
+            Keys::Hand(_, b) => *b,
+            Keys::Portable(_) => AesBackend::Portable,
+        }
     }
 
     /// XORs the keystream for `nonce`, starting at counter `first_block`, into `buf` in place.
     pub fn apply_keystream(&self, nonce: u64, first_block: u64, buf: &mut [u8]) {
-        let p = buf.as_mut_ptr();
-        // SAFETY: `p` is valid for reading and writing `buf.len()` bytes; src == dst is allowed.
-        unsafe { self.xor_raw(nonce, first_block, p, p, buf.len()) }
+        match &self.keys {
+            Keys::Portable(aes) => portable_ctr(aes, nonce, first_block, buf),
+            Keys::Hand(..) => {
+                let p = buf.as_mut_ptr();
+                // SAFETY: `p` is valid for reading and writing `buf.len()` bytes; src == dst is allowed.
+                unsafe { self.xor_raw(nonce, first_block, p, p, buf.len()) }
+            }
+        }
     }
 
     /// Writes `src` XOR keystream (for `nonce`, from counter `first_block`) to `dst`; panics unless the lengths match.
@@ -96,15 +125,21 @@ impl Aes256Ctr {
             dst.len(),
             "keystream source and destination differ in length"
         );
-        // SAFETY: `src` is readable and `dst` writable for `src.len()` bytes and they do not overlap.
-        unsafe {
-            self.xor_raw(
-                nonce,
-                first_block,
-                src.as_ptr(),
-                dst.as_mut_ptr(),
-                src.len(),
-            )
+        match &self.keys {
+            Keys::Portable(aes) => {
+                dst.copy_from_slice(src);
+                portable_ctr(aes, nonce, first_block, dst);
+            }
+            // SAFETY: `src` is readable and `dst` writable for `src.len()` bytes and they do not overlap.
+            Keys::Hand(..) => unsafe {
+                self.xor_raw(
+                    nonce,
+                    first_block,
+                    src.as_ptr(),
+                    dst.as_mut_ptr(),
+                    src.len(),
+                )
+            },
         }
     }
 
@@ -118,19 +153,59 @@ impl Aes256Ctr {
         dst: *mut u8,
         len: usize,
     ) {
+        let Keys::Hand(rk, backend) = &self.keys else {
+            unreachable!("xor_raw is only called for the hand-written backends")
+        };
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: construction checked that the CPU supports `self.backend`;
+        // SAFETY: construction checked that the CPU supports `backend`;
         // the pointer contract is the caller's.
         unsafe {
-            match self.backend {
-                AesBackend::Vaes => x86::ctr_vaes(&self.rk, nonce, first_block, src, dst, len),
-                AesBackend::AesNi => {
-                    x86::ctr_aesni(&self.rk.xmm, nonce, first_block, src, dst, len)
-                }
+            match backend {
+                AesBackend::Vaes => x86::ctr_vaes(rk, nonce, first_block, src, dst, len),
+                _ => x86::ctr_aesni(&rk.xmm, nonce, first_block, src, dst, len),
             }
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no Aes256Ctr exists off x86_64")
+        {
+            let _ = (rk, backend, nonce, first_block, src, dst, len);
+            unreachable!("no hand-written Aes256Ctr exists off x86_64")
+        }
+    }
+}
+
+/// The counter block `be64(nonce) || be64(block)`.
+fn counter_block(nonce: u64, block: u64) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[..8].copy_from_slice(&nonce.to_be_bytes());
+    iv[8..].copy_from_slice(&block.to_be_bytes());
+    iv
+}
+
+/// CTR on the portable core, in place. `ctr` refuses to pass block number 2^64-1, so the
+/// run is cut there and that last block before the wrap is done by hand.
+fn portable_ctr(aes: &aes::Aes256, nonce: u64, mut block: u64, mut buf: &mut [u8]) {
+    while !buf.is_empty() {
+        let room = u64::MAX - block;
+        if room == 0 {
+            let mut ks = counter_block(nonce, block).into();
+            aes.encrypt_block(&mut ks);
+            let n = buf.len().min(16);
+            for (b, k) in buf[..n].iter_mut().zip(ks.iter()) {
+                *b ^= k;
+            }
+            buf = &mut buf[n..];
+            block = 0;
+            continue;
+        }
+        let take = usize::try_from(room)
+            .ok()
+            .and_then(|r| r.checked_mul(16))
+            .map_or(buf.len(), |r| r.min(buf.len()));
+        let (now, rest) = buf.split_at_mut(take);
+        let core = PortableCtr::inner_iv_init(aes, &counter_block(nonce, block).into());
+        StreamCipherCoreWrapper::from_core(core).apply_keystream(now);
+        buf = rest;
+        block = block.wrapping_add((take / 16) as u64);
     }
 }
 
@@ -324,8 +399,8 @@ mod tests {
     use crate::TestRng;
 
     #[test]
-    fn vaes_matches_aesni_and_in_place_matches_copy() {
-        let f = cpu_features();
+    fn vaes_and_portable_match_aesni_and_in_place_matches_copy() {
+        let f = crate::cpu_features();
         if !(f.aesni && f.vaes && f.avx2) {
             eprintln!("VAES or AES-NI absent: skipped");
             return;
@@ -335,6 +410,7 @@ mod tests {
             let key: [u8; 32] = rng.bytes(32).try_into().unwrap();
             let ni = Aes256Ctr::with_backend(&key, AesBackend::AesNi).unwrap();
             let va = Aes256Ctr::with_backend(&key, AesBackend::Vaes).unwrap();
+            let po = Aes256Ctr::with_backend(&key, AesBackend::Portable).unwrap();
             let nonce = rng.next_u64();
             // Every few lengths start just below the wrap of the block counter.
             let block = if len % 3 == 0 {
@@ -348,6 +424,9 @@ mod tests {
             let mut b = src.clone();
             va.apply_keystream(nonce, block, &mut b);
             assert_eq!(a, b, "length {len}");
+            let mut c = vec![0u8; len];
+            po.apply_keystream_to(nonce, block, &src, &mut c);
+            assert_eq!(a, c, "portable, length {len}");
         }
     }
 }

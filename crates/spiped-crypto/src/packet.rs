@@ -7,60 +7,13 @@
 //! where `n` is the packet number in this direction.
 
 use crate::aes::Aes256Ctr;
+pub use crate::error::{Error, MAX_PAYLOAD, PACKET_LEN};
 use crate::hmac::HmacSha256;
-use std::fmt;
 
-/// Bytes on the wire per packet.
-pub const PACKET_LEN: usize = 1060;
-/// Largest data payload of one packet.
-pub const MAX_PAYLOAD: usize = 1024;
 /// Bytes covered by the encryption (payload area plus the length field).
 const BODY_LEN: usize = MAX_PAYLOAD + 4;
 /// Packets whose HMACs are computed together in interleaved SHA-256 lanes.
 const LANES: usize = 4;
-
-/// Why sealing or opening failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Error {
-    /// The CPU has no AES-NI; use another AES implementation.
-    NoAesNi,
-    /// The input to `open_into` is not a whole number of packets.
-    BadSize,
-    /// A packet's HMAC did not verify.
-    BadMac { packet: u64 },
-    /// An authenticated packet declared a length outside 1..=1024.
-    BadLength { packet: u64, length: u32 },
-    /// The batch would need a packet number above `u64::MAX - 1`.
-    CounterExhausted,
-    /// The output buffer is too short for the batch.
-    OutputTooSmall,
-    /// The opener already failed once and refuses all further input.
-    Failed,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::NoAesNi => write!(f, "this CPU has no AES-NI instructions"),
-            Error::BadSize => write!(
-                f,
-                "spiped packet data is not a multiple of {PACKET_LEN} bytes"
-            ),
-            Error::BadMac { packet } => write!(f, "spiped packet {packet} failed authentication"),
-            Error::BadLength { packet, length } => {
-                write!(f, "spiped packet {packet} declares invalid length {length} (must be 1..={MAX_PAYLOAD})")
-            }
-            Error::CounterExhausted => write!(f, "spiped packet counter exhausted"),
-            Error::OutputTooSmall => write!(f, "output buffer too small"),
-            Error::Failed => write!(
-                f,
-                "spiped stream already failed; no further packets are accepted"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// Bytes produced by sealing `plain_len` bytes: ceil(plain_len / 1024) * 1060 (saturating).
 pub fn sealed_len(plain_len: usize) -> usize {
@@ -95,13 +48,13 @@ pub struct PacketSealer {
 }
 
 impl PacketSealer {
-    /// A sealer with encryption key `enc_key`, MAC key `mac_key`, numbering from `first_packet`; `Err(NoAesNi)` without AES-NI.
-    pub fn new(enc_key: &[u8; 32], mac_key: &[u8; 32], first_packet: u64) -> Result<Self, Error> {
-        Ok(PacketSealer {
-            aes: Aes256Ctr::new(enc_key)?,
+    /// A sealer with encryption key `enc_key`, MAC key `mac_key`, numbering from `first_packet`, on the process's kernels.
+    pub fn new(enc_key: &[u8; 32], mac_key: &[u8; 32], first_packet: u64) -> Self {
+        PacketSealer {
+            aes: Aes256Ctr::new(enc_key),
             mac: HmacSha256::new(mac_key),
             next: first_packet,
-        })
+        }
     }
 
     /// Seals `data` (cut into 1024-byte packets) into `out`, returning `sealed_len(data.len())`; on error nothing changes.
@@ -178,14 +131,14 @@ fn tag_matches(expected: &[u8; 32], received: &[u8]) -> bool {
 }
 
 impl PacketOpener {
-    /// An opener with encryption key `enc_key`, MAC key `mac_key`, expecting `first_packet` first; `Err(NoAesNi)` without AES-NI.
-    pub fn new(enc_key: &[u8; 32], mac_key: &[u8; 32], first_packet: u64) -> Result<Self, Error> {
-        Ok(PacketOpener {
-            aes: Aes256Ctr::new(enc_key)?,
+    /// An opener with encryption key `enc_key`, MAC key `mac_key`, expecting `first_packet` first, on the process's kernels.
+    pub fn new(enc_key: &[u8; 32], mac_key: &[u8; 32], first_packet: u64) -> Self {
+        PacketOpener {
+            aes: Aes256Ctr::new(enc_key),
             mac: HmacSha256::new(mac_key),
             next: first_packet,
             failed: false,
-        })
+        }
     }
 
     /// Verifies and decrypts a whole number of packets into `out` (at least `opened_capacity(packets.len())`
@@ -295,23 +248,15 @@ mod tests {
     const EK: [u8; 32] = [7; 32];
     const MK: [u8; 32] = [9; 32];
 
-    fn have_aesni() -> bool {
-        let ok = crate::cpu_features().aesni;
-        if !ok {
-            eprintln!("no AES-NI: skipped");
-        }
-        ok
-    }
-
     fn seal(first: u64, data: &[u8]) -> Vec<u8> {
-        let mut s = PacketSealer::new(&EK, &MK, first).unwrap();
+        let mut s = PacketSealer::new(&EK, &MK, first);
         let mut out = vec![0u8; sealed_len(data.len())];
         assert_eq!(s.seal_into(data, &mut out), Ok(out.len()));
         out
     }
 
     fn open(first: u64, packets: &[u8]) -> Result<Vec<u8>, Error> {
-        let mut o = PacketOpener::new(&EK, &MK, first).unwrap();
+        let mut o = PacketOpener::new(&EK, &MK, first);
         let mut out = vec![0u8; opened_capacity(packets.len())];
         let n = o.open_into(packets, &mut out)?;
         out.truncate(n);
@@ -330,12 +275,9 @@ mod tests {
 
     #[test]
     fn round_trips_in_varied_batches() {
-        if !have_aesni() {
-            return;
-        }
         let mut rng = TestRng::new(5);
-        let mut sealer = PacketSealer::new(&EK, &MK, 3).unwrap();
-        let mut opener = PacketOpener::new(&EK, &MK, 3).unwrap();
+        let mut sealer = PacketSealer::new(&EK, &MK, 3);
+        let mut opener = PacketOpener::new(&EK, &MK, 3);
         for len in (0..3000)
             .step_by(97)
             .chain([1024, 2048, 8 * 1024 + 1, 65536])
@@ -354,14 +296,11 @@ mod tests {
 
     #[test]
     fn every_bit_flip_is_rejected_and_poisons() {
-        if !have_aesni() {
-            return;
-        }
         let wire = seal(0, &[0x55; 7000]); // 7 packets: lane groups of 4, 2 and 1
         for bit in (0..wire.len() * 8).step_by(13) {
             let mut bad = wire.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
-            let mut o = PacketOpener::new(&EK, &MK, 0).unwrap();
+            let mut o = PacketOpener::new(&EK, &MK, 0);
             let mut out = vec![0u8; 7 * 1024];
             let packet = (bit / 8 / PACKET_LEN) as u64;
             assert_eq!(
@@ -377,10 +316,7 @@ mod tests {
 
     #[test]
     fn authenticated_bad_length_is_rejected() {
-        if !have_aesni() {
-            return;
-        }
-        let aes = Aes256Ctr::new(&EK).unwrap();
+        let aes = Aes256Ctr::new(&EK);
         let mac = HmacSha256::new(&MK);
         for length in [0u32, 1025, u32::MAX] {
             let mut pkt = [0u8; PACKET_LEN];
@@ -394,11 +330,8 @@ mod tests {
 
     #[test]
     fn bad_size_poisons() {
-        if !have_aesni() {
-            return;
-        }
         let wire = seal(0, b"hello");
-        let mut o = PacketOpener::new(&EK, &MK, 0).unwrap();
+        let mut o = PacketOpener::new(&EK, &MK, 0);
         let mut out = [0u8; 2048];
         assert_eq!(o.open_into(&wire[..1059], &mut out), Err(Error::BadSize));
         assert_eq!(o.open_into(&wire, &mut out), Err(Error::Failed));
@@ -407,15 +340,12 @@ mod tests {
 
     #[test]
     fn output_too_small_changes_nothing() {
-        if !have_aesni() {
-            return;
-        }
-        let mut s = PacketSealer::new(&EK, &MK, 0).unwrap();
+        let mut s = PacketSealer::new(&EK, &MK, 0);
         let mut small = [0u8; 1059];
         assert_eq!(s.seal_into(b"x", &mut small), Err(Error::OutputTooSmall));
         assert_eq!(s.next_packet(), 0);
         let wire = seal(0, b"x");
-        let mut o = PacketOpener::new(&EK, &MK, 0).unwrap();
+        let mut o = PacketOpener::new(&EK, &MK, 0);
         assert_eq!(
             o.open_into(&wire, &mut [0u8; 1023]),
             Err(Error::OutputTooSmall)
@@ -425,12 +355,9 @@ mod tests {
 
     #[test]
     fn counter_never_wraps() {
-        if !have_aesni() {
-            return;
-        }
         let max = u64::MAX;
         // Packets max-2 and max-1 are the last usable ones.
-        let mut s = PacketSealer::new(&EK, &MK, max - 2).unwrap();
+        let mut s = PacketSealer::new(&EK, &MK, max - 2);
         let mut out = vec![0xeeu8; 3 * PACKET_LEN];
         assert_eq!(
             s.seal_into(&[1; 3 * 1024], &mut out),
@@ -444,7 +371,7 @@ mod tests {
         assert_eq!(s.seal_into(b"", &mut out), Ok(0));
         assert_eq!(open(max - 2, &out[..2 * PACKET_LEN]), Ok(vec![1; 2048]));
 
-        let mut o = PacketOpener::new(&EK, &MK, max - 1).unwrap();
+        let mut o = PacketOpener::new(&EK, &MK, max - 1);
         let mut buf = vec![0u8; 2048];
         assert_eq!(
             o.open_into(&out[..2 * PACKET_LEN], &mut buf),

@@ -1,8 +1,9 @@
-//! SHA-256 (FIPS 180-4): the compression function (portable, SHA-NI, and a
-//! two-lane SHA-NI variant that interleaves two independent messages),
-//! final-block padding, a streaming hasher and a one-shot `sha256`.
+//! SHA-256 (FIPS 180-4): the compression function (hand-written SHA-NI with up
+//! to four independent messages interleaved, on the x86_64 kernels; RustCrypto's
+//! `sha2::compress256` on the portable core), final-block padding, a streaming
+//! hasher and a one-shot `sha256`.
 
-use crate::cpu::cpu_features;
+use crate::kernels::{kernels, Kernels};
 
 const K: [u32; 64] = [
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -33,14 +34,33 @@ pub(crate) fn compress_lanes<const N: usize>(states: [&mut [u32; 8]; N], blocks:
         "SHA-256 lanes need equal lengths"
     );
     #[cfg(target_arch = "x86_64")]
-    if cpu_features().shani {
-        // SAFETY: SHA-NI, SSSE3 and SSE4.1 were detected at run time.
+    if kernels() == Kernels::X86_64 {
+        // SAFETY: the x86_64 kernels are chosen only with SHA-NI, SSSE3 and SSE4.1 present.
         unsafe { x86::compress_lanes(states, blocks) };
         return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (kernels(), Kernels::Portable);
     for (state, b) in states.into_iter().zip(blocks) {
         portable::compress(state, b);
     }
+}
+
+/// The hand-written SHA-NI kernel itself, for the self-test (which runs before any kernel is chosen).
+///
+/// # Safety
+/// SHA-NI, SSSE3 and SSE4.1 must be present; lanes must have equal lengths.
+#[cfg(target_arch = "x86_64")]
+pub(crate) unsafe fn compress_lanes_x86<const N: usize>(
+    states: [&mut [u32; 8]; N],
+    blocks: [&[u8]; N],
+) {
+    assert!(
+        blocks.iter().all(|b| b.len() == blocks[0].len()),
+        "SHA-256 lanes need equal lengths"
+    );
+    // SAFETY: the caller's contract.
+    unsafe { x86::compress_lanes(states, blocks) }
 }
 
 /// Writes the unprocessed tail `parts` (concatenated, at most 119 bytes) plus SHA-256 padding for a
@@ -131,47 +151,16 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 mod portable {
-    //! Portable SHA-256 compression (plain Rust, no lookup tables indexed by data).
-    use super::K;
+    //! The portable compression: RustCrypto's `sha2::compress256` (its own SHA-NI
+    //! when detected, else plain Rust with no data-indexed tables).
+    use sha2::digest::generic_array::GenericArray;
 
     pub(super) fn compress(state: &mut [u32; 8], blocks: &[u8]) {
         for block in blocks.chunks_exact(64) {
-            let mut w = [0u32; 64];
-            for (wi, b) in w.iter_mut().zip(block.chunks_exact(4)) {
-                *wi = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-            }
-            for i in 16..64 {
-                let s0 = w[i - 15].rotate_right(7) ^ w[i - 15].rotate_right(18) ^ (w[i - 15] >> 3);
-                let s1 = w[i - 2].rotate_right(17) ^ w[i - 2].rotate_right(19) ^ (w[i - 2] >> 10);
-                w[i] = w[i - 16]
-                    .wrapping_add(s0)
-                    .wrapping_add(w[i - 7])
-                    .wrapping_add(s1);
-            }
-            let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = *state;
-            for i in 0..64 {
-                let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-                let ch = (e & f) ^ (!e & g);
-                let t1 = h
-                    .wrapping_add(s1)
-                    .wrapping_add(ch)
-                    .wrapping_add(K[i])
-                    .wrapping_add(w[i]);
-                let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-                let maj = (a & b) ^ (a & c) ^ (b & c);
-                let t2 = s0.wrapping_add(maj);
-                h = g;
-                g = f;
-                f = e;
-                e = d.wrapping_add(t1);
-                d = c;
-                c = b;
-                b = a;
-                a = t1.wrapping_add(t2);
-            }
-            for (s, v) in state.iter_mut().zip([a, b, c, d, e, f, g, h]) {
-                *s = s.wrapping_add(v);
-            }
+            sha2::compress256(
+                state,
+                core::slice::from_ref(GenericArray::from_slice(block)),
+            );
         }
     }
 }
@@ -337,7 +326,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn shani_matches_portable() {
-        if !cpu_features().shani {
+        if !crate::cpu_features().shani {
             eprintln!("SHA-NI absent: skipped");
             return;
         }
@@ -366,7 +355,7 @@ mod tests {
 
     #[test]
     fn multi_lane_matches_portable() {
-        if !cpu_features().shani {
+        if !crate::cpu_features().shani {
             eprintln!("SHA-NI absent: only the portable fallback is checked");
         }
         let mut rng = TestRng::new(2);

@@ -61,12 +61,9 @@ fn rfc_4231_hmac_sha256() {
 
 #[test]
 fn sp800_38a_f55_ctr_aes256_encrypt() {
-    let Ok(aes) = Aes256Ctr::new(&key32(&hex(
+    let aes = Aes256Ctr::new(&key32(&hex(
         "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4",
-    ))) else {
-        eprintln!("no AES-NI: skipped");
-        return;
-    };
+    )));
     let plain = hex(concat!(
         "6bc1bee22e409f96e93d7e117393172a",
         "ae2d8a571e03ac9c9eb76fac45af8e51",
@@ -105,9 +102,8 @@ fn json_str<'a>(json: &'a str, name: &str) -> &'a str {
 }
 
 fn load_session() -> String {
-    let dir = std::env::var("SPIPED_VECTORS").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-vectors").to_string()
-    });
+    let dir = std::env::var("SPIPED_VECTORS")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../test-vectors").to_string());
     let path = format!("{dir}/spiped-1.6.2-fast-session.json");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e} (set SPIPED_VECTORS)"))
 }
@@ -127,20 +123,20 @@ fn pbkdf2_1(password: &[u8], salt: &[u8], len: usize) -> Vec<u8> {
 fn check_direction(wire: &[u8], plain: &[u8], enc: &[u8; 32], mac: &[u8; 32]) {
     let packets = &wire[320..];
     assert_eq!(packets.len() % PACKET_LEN, 0);
-    let mut batch = PacketOpener::new(enc, mac, 0).unwrap();
+    let mut batch = PacketOpener::new(enc, mac, 0);
     let mut out = vec![0u8; spiped_crypto::opened_capacity(packets.len())];
     let n = batch.open_into(packets, &mut out).unwrap();
     assert_eq!(&out[..n], plain);
     assert_eq!(batch.next_packet(), (packets.len() / PACKET_LEN) as u64);
 
-    let mut opener = PacketOpener::new(enc, mac, 0).unwrap();
+    let mut opener = PacketOpener::new(enc, mac, 0);
     let mut at = 0;
     for (i, pkt) in packets.chunks(PACKET_LEN).enumerate() {
         let mut m = [0u8; 1024];
         let len = opener.open_into(pkt, &mut m).unwrap();
         assert_eq!(&m[..len], &plain[at..at + len], "packet {i}");
         at += len;
-        let mut sealer = PacketSealer::new(enc, mac, i as u64).unwrap();
+        let mut sealer = PacketSealer::new(enc, mac, i as u64);
         let mut resealed = [0u8; PACKET_LEN];
         assert_eq!(sealer.seal_into(&m[..len], &mut resealed), Ok(PACKET_LEN));
         assert_eq!(resealed, pkt, "re-sealed packet {i}");
@@ -186,7 +182,7 @@ fn recorded_spiped_session() {
     );
     // Keys of the wrong direction must not authenticate.
     let mut out = vec![0u8; 1024];
-    let mut wrong = PacketOpener::new(&e_s, &h_s, 0).unwrap();
+    let mut wrong = PacketOpener::new(&e_s, &h_s, 0);
     assert_eq!(
         wrong.open_into(&c2s[320..320 + PACKET_LEN], &mut out),
         Err(Error::BadMac { packet: 0 })
