@@ -196,6 +196,12 @@ export function createPacketCoders(role: Role, keys: SessionKeys): { sealer: Pac
   }
 }
 
+/** Wipes and frees a session's packet keys now (its sealer and opener refuse any later use); idempotent. */
+export function disposeSession(session: Session): void {
+  session.sealer.dispose();
+  session.opener.dispose();
+}
+
 /** Left-pads a big-endian integer to the 256 bytes of a DH value; a shorter `value` is wiped once copied (it may be a secret). */
 function leftPad(value: Buffer): Buffer {
   if (value.length === DH_LEN) return value;

@@ -1,7 +1,7 @@
 // The package's main export: the packet crypto (native or node:crypto), the
 // library entry points, and the protocol stages for callers who compose their own.
 
-export { PacketSealer, PacketOpener, BadPacketError, cryptoBackend, PACKET_LEN, MAX_PAYLOAD } from './crypto/index.js';
+export { PacketSealer, PacketOpener, BadPacketError, DisposedError, cryptoBackend, PACKET_LEN, MAX_PAYLOAD } from './crypto/index.js';
 export { connect, createServer, createTunnel, DEFAULTS } from './api.js';
 export type { ConnectOptions, SessionOptions, Tunnel, TunnelOptions } from './api.js';
 export { SecureStream } from './secure-stream.js';

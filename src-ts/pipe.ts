@@ -136,7 +136,7 @@ export class SlabPool {
 
 const slabs = new SlabPool();
 
-/** Wires up both directions between `plain` and `encrypted`; resolves once both sockets closed cleanly, rejects with the first error after destroying both. */
+/** Wires up both directions between `plain` and `encrypted`; resolves once both sockets closed cleanly, rejects with the first error after destroying both; either way the coders are disposed once both sockets closed. */
 export function pipePackets(
   plain: Socket,
   encrypted: Socket,
@@ -154,6 +154,9 @@ export function pipePackets(
     const onClose = (): void => {
       openSockets -= 1;
       if (openSockets === 0) {
+        // Both sockets are gone: the session's keys are wiped and freed now, not at garbage collection.
+        coders.sealer.dispose();
+        coders.opener.dispose();
         if (failure === null) resolve();
         else reject(failure);
       }

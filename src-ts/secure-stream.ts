@@ -6,7 +6,7 @@
 import { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
 import { SpipedError, asSpipedError } from './errors.js';
-import type { Session } from './handshake.js';
+import { disposeSession, type Session } from './handshake.js';
 import { PacketAssembler } from './pipe.js';
 import { readChunks } from './socket-reads.js';
 
@@ -42,6 +42,7 @@ export class SecureStream extends Duplex {
     socket.on('end', onEnd);
     socket.on('error', (err) => this.destroy(asSpipedError(err, 'ECLOSED', 'Connection failed')));
     socket.on('close', () => {
+      disposeSession(session); // what was opened is already buffered; nothing more can be sealed or opened
       // A clean close after the peer's EOF keeps what is still buffered for a slow reader.
       if (!this.destroyed && !sawEnd) this.destroy(new SpipedError('ECLOSED', 'Connection closed'));
     });

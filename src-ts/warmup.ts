@@ -9,7 +9,7 @@
 
 import { randomBytes } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
-import { handshake, type Session } from './handshake.js';
+import { disposeSession, handshake, type Session } from './handshake.js';
 import { pipePackets } from './pipe.js';
 import { readChunks } from './socket-reads.js';
 
@@ -96,5 +96,6 @@ export async function warmUp(): Promise<void> {
   } finally {
     clearTimeout(limit);
     for (const socket of sockets) socket.destroy();
+    for (const session of sessions) disposeSession(session); // already done if the pipes ran to their end
   }
 }
