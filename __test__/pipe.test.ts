@@ -1,6 +1,6 @@
 // The packet pipe's reassembly: encrypted bytes split at any boundary open to
 // exactly the sealed plaintext, a partial packet is held, and a bad packet
-// yields nothing of itself.
+// yields nothing of itself; a finished pipe disposes its session's coders.
 
 import test from 'ava';
 import { randomBytes, randomInt } from 'node:crypto';
@@ -64,13 +64,17 @@ test('an EOF that arrived before the pipe was wired up still reaches the other s
   });
   encrypted.pause();
   const plainPeerEnded = new Promise<void>((resolve) => plainPeer.once('end', () => resolve()).resume());
-  const piped = pipePackets(plain, encrypted, { sealer: new PacketSealer(enc, mac), opener: new PacketOpener(enc, mac) });
+  const coders = { sealer: new PacketSealer(enc, mac), opener: new PacketOpener(enc, mac) };
+  const piped = pipePackets(plain, encrypted, coders);
   await plainPeerEnded;
   t.pass('the plaintext side saw EOF');
   plainPeer.end();
   encryptedPeer.resume();
   await piped;
   t.true(plain.destroyed && encrypted.destroyed, 'both sockets closed once both directions ended');
+  // The session's keys were wiped and freed with the connection, not left to the garbage collector.
+  t.is(t.throws(() => coders.sealer.seal(Buffer.from('x')))?.name, 'DisposedError');
+  t.is(t.throws(() => coders.opener.open(Buffer.alloc(1060)))?.name, 'DisposedError');
 });
 
 test('slabs: the smaller size that fits; only buffers it lent come back, each once', (t) => {
