@@ -17,10 +17,14 @@
 // first --junk-cold connections of a freshly started daemon) and warm (--junk-count
 // connections after as many more unmeasured), and the daemon's VmRSS idle and while
 // it holds --junk-silent silent connections at once.
+// The connection phase also runs CONCURRENT_CLIENTS (16) clients at once, and prints CPU
+// ms per connection for both handshake kinds. The cold phase starts a fresh PFS pair per
+// implementation, moves 1 MiB and serves 50 connections, then times its first 1500
+// round trips with no warm-up (and reports D's start-up time to listening).
 // Prints a table (ours, C, ours/C, relay, relay/C, ours/relay) and the crypto backend;
 // --json prints one object.
 // Options: --size <MiB> (1024), --quick, --json, --only ours|c, --no-relay, --rounds <n> (median,
-// order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3, plus as long a
+// order alternates), --phases bulk,rtt,conn,cold,junk (default bulk,rtt,conn,cold), --conn-seconds <s> (3, plus as long a
 // warm-up), --rtt-count <n> (10000 round trips per pair, after 2000 more), and for profiling/A-B runs only:
 // --node-arg <flag> (repeatable, e.g. --cpu-prof) and --ours-cli <path to spiped.js>.
 // Junk phase: --junk-count <n> (2000 warm), --junk-cold <n> (500), --junk-silent <n> (500 held
@@ -41,10 +45,10 @@ const C_SPIPED = '/usr/bin/spiped';
 
 type Impl = 'ours' | 'c' | 'relay';
 const RELAY_CLI = join(ROOT, 'build/bench/tunnel-null.js');
-type Phase = 'bulk' | 'rtt' | 'conn' | 'junk';
-const ALL_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn', 'junk'];
+type Phase = 'bulk' | 'rtt' | 'conn' | 'cold' | 'junk';
+const ALL_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn', 'cold', 'junk'];
 /** The phases run without --phases (junk is asked for by name). */
-const DEFAULT_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn'];
+const DEFAULT_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn', 'cold'];
 
 /** Command-line options of the benchmark. */
 interface Options {
@@ -68,7 +72,7 @@ interface Options {
 /** Parses argv into Options; exits 2 with a message on bad usage. */
 function parseOptions(argv: readonly string[]): Options {
   const usage = (msg: string): never => {
-    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--no-relay] [--rounds <n>]\n       [--phases bulk,rtt,conn,junk] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n       [--junk-count <n>] [--junk-cold <n>] [--junk-silent <n>] [--junk-concurrency <n>]\n`);
+    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--no-relay] [--rounds <n>]\n       [--phases bulk,rtt,conn,cold,junk] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n       [--junk-count <n>] [--junk-cold <n>] [--junk-silent <n>] [--junk-concurrency <n>]\n`);
     process.exit(2);
   };
   let size: number | null = null;
@@ -285,6 +289,7 @@ interface Daemon {
   child: ChildProcess;
   pid: number;
   stderr: string[];
+  startupMs: number; // from spawn until it listened (polled every 2 ms)
 }
 
 /** The command line that runs `impl`'s spiped with `args` (launched the same way for both). */
@@ -303,16 +308,18 @@ async function startDaemon(impl: Impl, name: string, args: string[], listenPort:
   let exited: string | null = null;
   child.once('exit', (code, signal) => (exited = `exited (${code ?? signal})`));
   child.once('error', (err) => (exited = err.message));
+  const spawned = process.hrtime.bigint();
   const deadline = Date.now() + 10_000;
   while (!isListening(listenPort)) {
     if (exited !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`${name} (${cmd} ${argv.join(' ')}) ${exited ?? 'did not listen within 10 s'}: ${stderr.join('')}`);
     }
-    await sleep(10);
+    await sleep(2);
   }
+  const startupMs = Number(process.hrtime.bigint() - spawned) / 1e6;
   if (child.pid === undefined) throw new Error(`${name}: no pid`);
-  return { name, child, pid: child.pid, stderr };
+  return { name, child, pid: child.pid, stderr, startupMs };
 }
 
 /** Stops a daemon (SIGTERM, then SIGKILL after 2 s) and waits for its exit. */
@@ -484,21 +491,22 @@ interface ConnResult {
   cpuD: number;
 }
 
-/** Runs sequential connections for `seconds` after as long a warm-up (Node's JIT needs seconds to settle); returns connections/s and CPU ms per connection. */
-async function connectionRate(p: Pair, seconds: number): Promise<ConnResult> {
+/** Runs connections for `seconds`, `clients` at once (each opening the next as soon as its last closed), after as long a warm-up (Node's JIT needs seconds to settle); returns connections/s and CPU ms per connection. */
+async function connectionRate(p: Pair, seconds: number, clients = 1): Promise<ConnResult> {
   const warmEnd = Date.now() + seconds * 1000;
   for (let i = 0; i < 20 || Date.now() < warmEnd; i++) await withTimeout(oneConnection(p.entryPort), 10_000, 'warm-up connection');
   const cpu0 = [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)];
   const t0 = process.hrtime.bigint();
   const end = t0 + BigInt(Math.round(seconds * 1e9));
   let count = 0;
-  let now = t0;
-  while (now < end) {
-    await withTimeout(oneConnection(p.entryPort), 10_000, `connection #${count}`);
-    count++;
-    now = process.hrtime.bigint();
-  }
-  const elapsed = Number(now - t0) / 1e9;
+  const client = async (): Promise<void> => {
+    while (process.hrtime.bigint() < end) {
+      await withTimeout(oneConnection(p.entryPort), 10_000, `connection #${count}`);
+      count++;
+    }
+  };
+  await Promise.all(Array.from({ length: clients }, client));
+  const elapsed = Number(process.hrtime.bigint() - t0) / 1e9;
   checkAlive(p);
   return {
     perSecond: count / elapsed,
@@ -610,6 +618,64 @@ async function runRoundTrips(impls: readonly Impl[], keyFile: string, server: Ta
     return results;
   } finally {
     await Promise.all(pairs.map(stopPair));
+  }
+}
+
+// ---- cold start -------------------------------------------------------------------------
+
+/** Clients at once in the concurrent connection-rate runs. */
+const CONCURRENT_CLIENTS = 16;
+/** What a cold pair has done before its round trips are timed: one transfer of this many bytes, and this many connections. */
+const COLD_BYTES = 1024 * 1024;
+const COLD_CONNECTIONS = 50;
+/** Round trips timed on a cold pair (all of them, no warm-up). */
+const COLD_ROUND_TRIPS = 1500;
+
+/** Result of the cold phase: a freshly started pair's first round trips, in microseconds, and its D's start-up. */
+interface ColdResult {
+  p50: number;
+  p99: number;
+  startupMs: number;
+}
+
+/** Sends `bytes` through the pair's echo and reads them back, then closes. */
+function echoThrough(port: number, bytes: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, noDelay: true });
+    let received = 0;
+    s.once('error', reject);
+    s.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      if (received >= bytes) s.end();
+    });
+    s.once('close', () => (received >= bytes ? resolve() : reject(new Error(`echoed ${received} of ${bytes} bytes`))));
+    s.once('connect', () => s.write(randomBytes(bytes)));
+  });
+}
+
+/** The cold phase for `impl`: a fresh PFS pair moves COLD_BYTES and serves COLD_CONNECTIONS connections, then the first COLD_ROUND_TRIPS 1-byte round trips are timed, no warm-up. */
+async function coldRoundTrips(impl: Impl, keyFile: string, server: TargetServer, targetPort: number): Promise<ColdResult> {
+  server.mode = 'echo';
+  const pair = await startPair(impl, keyFile, targetPort, []);
+  try {
+    await echoThrough(pair.entryPort, COLD_BYTES);
+    for (let i = 0; i < COLD_CONNECTIONS; i++) await withTimeout(oneConnection(pair.entryPort), 10_000, 'cold connection');
+    const client = new EchoClient(await dial(pair.entryPort));
+    const samples = new Float64Array(COLD_ROUND_TRIPS);
+    try {
+      await client.timed(COLD_ROUND_TRIPS, samples, 0);
+    } finally {
+      client.close();
+    }
+    samples.sort();
+    checkAlive(pair);
+    return {
+      p50: samples[Math.floor(0.5 * COLD_ROUND_TRIPS)]!,
+      p99: samples[Math.floor(0.99 * COLD_ROUND_TRIPS)]!,
+      startupMs: pair.d.startupMs,
+    };
+  } finally {
+    await stopPair(pair);
   }
 }
 
@@ -742,6 +808,9 @@ interface ImplResult {
   rtt?: RttResult;
   connPfs?: ConnResult;
   connFast?: ConnResult;
+  connPfsConcurrent?: ConnResult; // CONCURRENT_CLIENTS at once
+  connFastConcurrent?: ConnResult;
+  cold?: ColdResult;
   junk?: JunkResult;
   rssIdleE: number; // VmRSS MiB of E once listening (idle)
 }
@@ -763,6 +832,8 @@ async function runImpl(impl: Impl, keyFile: string, server: TargetServer, target
       if (want('conn')) {
         result.connPfs = await connectionRate(pair, OPTS.connSeconds);
         progress(`${impl}: ${result.connPfs.perSecond.toFixed(0)} PFS connections/s`);
+        result.connPfsConcurrent = await connectionRate(pair, OPTS.connSeconds, CONCURRENT_CLIENTS);
+        progress(`${impl}: ${result.connPfsConcurrent.perSecond.toFixed(0)} PFS connections/s, ${CONCURRENT_CLIENTS} clients at once`);
       }
     } finally {
       await stopPair(pair);
@@ -773,9 +844,15 @@ async function runImpl(impl: Impl, keyFile: string, server: TargetServer, target
     try {
       result.connFast = await connectionRate(pair, OPTS.connSeconds);
       progress(`${impl}: ${result.connFast.perSecond.toFixed(0)} -f connections/s`);
+      result.connFastConcurrent = await connectionRate(pair, OPTS.connSeconds, CONCURRENT_CLIENTS);
+      progress(`${impl}: ${result.connFastConcurrent.perSecond.toFixed(0)} -f connections/s, ${CONCURRENT_CLIENTS} clients at once`);
     } finally {
       await stopPair(pair);
     }
+  }
+  if (want('cold')) {
+    result.cold = await withTimeout(coldRoundTrips(impl, keyFile, server, targetPort), 120_000, `${impl} cold`);
+    progress(`${impl}: cold round trips p50 ${result.cold.p50.toFixed(0)} µs, p99 ${result.cold.p99.toFixed(0)} µs`);
   }
   if (want('junk')) result.junk = await runJunk(impl, keyFile, targetPort);
   return result;
@@ -805,6 +882,13 @@ const METRICS: Metric[] = [
   { label: 'connections/s, -f', get: (r) => r.connFast?.perSecond, digits: 0 },
   { label: 'CPU ms per conn PFS, E+D', get: (r) => r.connPfs && r.connPfs.cpuE + r.connPfs.cpuD, digits: 2 },
   { label: 'CPU ms per conn -f, E+D', get: (r) => r.connFast && r.connFast.cpuE + r.connFast.cpuD, digits: 2 },
+  { label: `connections/s, PFS, ${CONCURRENT_CLIENTS} clients`, get: (r) => r.connPfsConcurrent?.perSecond, digits: 0 },
+  { label: `connections/s, -f, ${CONCURRENT_CLIENTS} clients`, get: (r) => r.connFastConcurrent?.perSecond, digits: 0 },
+  { label: `CPU ms per conn PFS, E+D, ${CONCURRENT_CLIENTS} clients`, get: (r) => r.connPfsConcurrent && r.connPfsConcurrent.cpuE + r.connPfsConcurrent.cpuD, digits: 2 },
+  { label: `CPU ms per conn -f, E+D, ${CONCURRENT_CLIENTS} clients`, get: (r) => r.connFastConcurrent && r.connFastConcurrent.cpuE + r.connFastConcurrent.cpuD, digits: 2 },
+  { label: 'cold: start-up to listening, D (ms)', get: (r) => r.cold?.startupMs, digits: 0 },
+  { label: `cold: first ${COLD_ROUND_TRIPS} RTT p50 (µs)`, get: (r) => r.cold?.p50, digits: 0 },
+  { label: `cold: first ${COLD_ROUND_TRIPS} RTT p99 (µs)`, get: (r) => r.cold?.p99, digits: 0 },
   { label: '1-byte RTT p50 (µs)', get: (r) => r.rtt?.p50, digits: 0 },
   { label: '1-byte RTT p99 (µs)', get: (r) => r.rtt?.p99, digits: 0 },
   { label: 'CPU µs per round trip, E+D', get: (r) => r.rtt && r.rtt.cpuE + r.rtt.cpuD, digits: 1 },
@@ -848,10 +932,13 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
   const out = [
     `spiped tunnel benchmark: client -> E(-e) -> D(-d) -> server on 127.0.0.1, both daemons -F -n 0, same key`,
     `crypto backend (ours): ${backend}`,
-    ...(OPTS.phases.some((phase) => phase !== 'junk')
+    ...(OPTS.phases.some((phase) => phase === 'bulk' || phase === 'rtt' || phase === 'conn')
       ? [
           `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips each after ${RTT_WARM_UP}, in turns of ${RTT_BLOCK} between the pairs`,
         ]
+      : []),
+    ...(OPTS.phases.includes('cold')
+      ? [`cold: a fresh PFS pair per implementation moves ${COLD_BYTES / 1048576} MiB and serves ${COLD_CONNECTIONS} connections, then its first ${COLD_ROUND_TRIPS} round trips are timed, no warm-up`]
       : []),
     `rounds ${OPTS.rounds} (median)`,
     ...(OPTS.phases.includes('junk')
