@@ -3,15 +3,13 @@
 // IPv6 addresses, and what each does with a wrong key, garbage and tampering.
 
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  C_SPIPE,
-  OUR_SPIPE,
   exchange,
   freePort,
   referenceAvailable,
+  runSpipe,
   startDaemon,
   startEchoServer,
   startRelay,
@@ -104,19 +102,6 @@ for (const [eFlag, dFlag] of [
       });
     }
   }
-}
-
-/** Runs a spipe (ours or C) with `data` on stdin; resolves to its stdout, stderr and exit code. */
-function runSpipe(impl: Impl, args: string[], data: Buffer): Promise<{ stdout: Buffer; stderr: string; code: number | null }> {
-  const child =
-    impl === 'ours' ? spawn(process.execPath, [OUR_SPIPE, ...args]) : spawn(C_SPIPE, args);
-  const out: Buffer[] = [];
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  child.stdin.on('error', () => {});
-  child.stdin.end(data);
-  return new Promise((resolve) => child.on('close', (code) => resolve({ stdout: Buffer.concat(out), stderr, code })));
 }
 
 for (const client of IMPLS) {

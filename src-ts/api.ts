@@ -8,7 +8,8 @@ import { connectToTarget, runHandshake, tuneSocket } from './connection.js';
 import { prepareDiffieHellman } from './handshake.js';
 import { Dispatcher } from './dispatcher.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { loadKey, type KeySource } from './keyfile.js';
+import { MAX_SERVER_KEYS } from './handshake.js';
+import { loadKey, loadKeys, type KeySource } from './keyfile.js';
 import { SecureStream } from './secure-stream.js';
 
 /** A running daemon (createTunnel); close() drains it like SIGTERM. */
@@ -26,7 +27,7 @@ export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 /** Options shared by every entry point. */
 export interface SessionOptions {
-  key: KeySource; // a key file's path, or the key file's bytes (hashed like a file)
+  key: KeySource | readonly KeySource[]; // a key file's path, or the key file's bytes (hashed like a file); a server (createServer, a decrypting tunnel) takes several
   fast?: boolean; // -f: no forward secrecy
   requirePfs?: boolean; // -g: refuse peers using -f
   timeout?: number; // -o: seconds for connecting and for the handshake (default 5)
@@ -62,6 +63,15 @@ function checkSessionOptions(options: SessionOptions): void {
   }
 }
 
+/** The key sources of `key` as a list; throws TypeError for none, too many, or several where `several` is false (a client's one key). */
+function keySources(key: SessionOptions['key'], several: boolean): readonly KeySource[] {
+  const sources: readonly KeySource[] = Array.isArray(key) ? key : [key as KeySource];
+  if (sources.length === 0) throw new TypeError('key: at least one key is needed');
+  if (!several && sources.length > 1) throw new TypeError('key: only a decrypting server takes several keys; a client (connect, encrypt mode) takes one');
+  if (sources.length > MAX_SERVER_KEYS) throw new TypeError(`key: at most ${MAX_SERVER_KEYS} keys`);
+  return sources;
+}
+
 /** Resolves a -b address to one endpoint (port optional). */
 async function resolveBind(bind: string | undefined): Promise<Endpoint | null> {
   if (bind === undefined) return null;
@@ -85,9 +95,10 @@ async function resolveTargetAddress(text: string, waitForDns: boolean): Promise<
 /** spipe in-process: connects and handshakes as client; resolves to a plaintext Duplex, rejects with a SpipedError. */
 export async function connect(options: ConnectOptions): Promise<SecureStream> {
   checkSessionOptions(options);
+  const [source] = keySources(options.key, false);
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
   const endpoints = await resolveAddress(parseAddress(options.target)); // resolved before the key is read, as the reference does
-  const key = await loadKey(options.key);
+  const key = await loadKey(source!);
   let socket: Socket | null = null;
   try {
     socket = await connectToTarget(endpoints, { timeoutMs, bind: await resolveBind(options.bind) });
@@ -111,7 +122,7 @@ export async function connect(options: ConnectOptions): Promise<SecureStream> {
 export function createServer(options: SessionOptions, onConnection: (plain: SecureStream) => void): Server {
   checkSessionOptions(options);
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
-  const keyReady = loadKey(options.key);
+  const keyReady = loadKeys(keySources(options.key, true));
   if (!(options.fast ?? false)) prepareDiffieHellman();
   const server = netCreateServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket: Socket) => {
     socket.on('error', () => {}); // failures surface through the handshake or the SecureStream
@@ -136,7 +147,7 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
       );
   });
   keyReady.catch((err: unknown) => server.emit('error', err));
-  server.on('close', () => void keyReady.then((key) => key.fill(0), () => {}));
+  server.on('close', () => void keyReady.then((keys) => keys.forEach((key) => key.fill(0)), () => {}));
   return server;
 }
 
@@ -154,11 +165,12 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
   if (resolveEvery !== null && !(resolveEvery >= 0 && resolveEvery <= MAX_TIMER_SECONDS)) {
     throw new TypeError(`resolveEvery must be null or a number of seconds in [0, ${MAX_TIMER_SECONDS}]`);
   }
+  const sources = keySources(options.key, options.mode === 'decrypt');
   const waitForDns = options.waitForDns ?? false;
   const target = parseAddress(options.target);
   const [source] = await resolveTargetAddress(options.source, waitForDns);
   const targets = await resolveTargetAddress(options.target, waitForDns);
-  const key = await loadKey(options.key); // after resolving, as the reference does (its messages come in that order)
+  const key = await loadKeys(sources); // after resolving, as the reference does (its messages come in that order)
   try {
     return await Dispatcher.listen({
       mode: options.mode,
@@ -175,7 +187,7 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
       maxConnections,
     });
   } catch (err) {
-    key.fill(0); // every failure after the key was loaded wipes it (a running tunnel wipes it once drained)
+    for (const k of key) k.fill(0); // every failure after the keys were loaded wipes them (a running tunnel wipes them once drained)
     throw asSpipedError(err, 'EADDRESS', 'Could not start the tunnel');
   }
 }

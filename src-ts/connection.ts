@@ -15,7 +15,7 @@ import { pipePackets } from './pipe.js';
 /** How the daemon treats each connection. */
 export interface ConnectionOptions {
   mode: 'encrypt' | 'decrypt'; // -e or -d
-  key: Buffer; // K = SHA256(key file)
+  key: Buffer | readonly Buffer[]; // K = SHA256(key file); -d may hold several (the peer's first DH message picks one)
   fast: boolean; // -f
   requirePfs: boolean; // -g
   timeoutMs: number; // -o, for connecting and for the handshake

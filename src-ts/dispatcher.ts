@@ -77,7 +77,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.targets = options.targets;
     this.connectionOptions = { ...options, targets: () => this.targets };
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => void options.key.fill(0));
+    this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => {
+      for (const key of Buffer.isBuffer(options.key) ? [options.key] : options.key) key.fill(0);
+    });
   }
 
   /** Starts listening on `options.source`; resolves once bound, rejects if the source cannot be bound. */

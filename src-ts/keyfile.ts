@@ -53,7 +53,19 @@ export async function loadKey(source: KeySource): Promise<Buffer> {
     else await hashFile(source, hash);
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
-    throw new SpipedError('EKEYFILE', `Cannot read key file ${source}: ${detail}`, { cause: err });
+    throw new SpipedError('EKEYFILE', `Cannot read key file ${source}: ${detail}`, { cause: err, keyFile: source });
   }
   return hash.digest();
+}
+
+/** Loads every source in order (see loadKey); on any failure wipes the keys already loaded and throws EKEYFILE. */
+export async function loadKeys(sources: readonly KeySource[]): Promise<Buffer[]> {
+  const keys: Buffer[] = [];
+  try {
+    for (const source of sources) keys.push(await loadKey(source));
+    return keys;
+  } catch (err) {
+    for (const key of keys) key.fill(0);
+    throw err;
+  }
 }

@@ -314,3 +314,16 @@ export function socketPair(): Promise<[Socket, Socket]> {
     });
   });
 }
+
+/** Runs a spipe (ours or C) with `data` on stdin; resolves to its stdout, stderr and exit code. */
+export function runSpipe(impl: Impl, args: string[], data: Buffer): Promise<{ stdout: Buffer; stderr: string; code: number | null }> {
+  const child =
+    impl === 'ours' ? spawn(process.execPath, [OUR_SPIPE, ...args]) : spawn(C_SPIPE, args);
+  const out: Buffer[] = [];
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdin.on('error', () => {});
+  child.stdin.end(data);
+  return new Promise((resolve) => child.on('close', (code) => resolve({ stdout: Buffer.concat(out), stderr, code })));
+}

@@ -6,6 +6,7 @@
 
 import { unlinkSync } from 'node:fs';
 import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.js';
+import { MAX_SERVER_KEYS } from '../handshake.js';
 import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
 import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
 import { WarningCoalescer, addressProblem, errorText, fallbackNotice, startupFailureLines, warn } from './messages.js';
@@ -18,7 +19,7 @@ export interface SpipedConfig {
   mode: 'encrypt' | 'decrypt'; // -e / -d
   source: string; // -s
   target: string; // -t
-  key: string; // -k (path or "-")
+  keys: string[]; // -k (path or "-"); with -d, one or more (tried in turn against each client), else exactly one
   bind: string | undefined; // -b
   waitForDns: boolean; // -D
   foreground: boolean; // -F
@@ -35,20 +36,31 @@ export interface SpipedConfig {
 
 const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v']);
 
-/** Reads a spiped command line (without the program name) exactly as the reference does. */
+/**
+ * Reads a spiped command line (without the program name) exactly as the reference does, with
+ * one extension: on a line that has -d, -k may be given more than once (up to MAX_SERVER_KEYS;
+ * elsewhere a second -k is the reference's usage error).
+ */
 export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedConfig> {
   const usage = (before = ''): ParseOutcome<SpipedConfig> => ({ ok: false, exitCode: 1, stderr: before + SPIPED_USAGE });
   const values = new Map<string, string>();
+  const keys: string[] = [];
   let n: bigint | undefined;
   let o: number | undefined;
   let r: number | undefined;
   const { events, operands } = getopt(argv, SPIPED_OPTIONS);
+  const decrypting = events.some((event) => event.kind === 'option' && event.name === '-d');
   for (const event of events) {
     if (event.kind === 'illegal') return usage(`${PROGRAM}: illegal option -- ${event.name}\n`);
     if (event.kind === 'missing') return usage(`${PROGRAM}: Missing argument to ${event.name}\n`);
     const { name, value } = event;
     if (name === '-v') return { ok: false, exitCode: 0, stderr: `${PROGRAM} ${REFERENCE_VERSION}\n` };
-    if (values.has(name) || ((name === '-d' || name === '-e') && (values.has('-d') || values.has('-e')))) return usage();
+    if (name === '-k') {
+      if (keys.length > 0 && !decrypting) return usage();
+      if (keys.length === MAX_SERVER_KEYS) return usage(`${PROGRAM}: At most ${MAX_SERVER_KEYS} key files (-k)\n`);
+      keys.push(value);
+    }
+    if ((values.has(name) && name !== '-k') || ((name === '-d' || name === '-e') && (values.has('-d') || values.has('-e')))) return usage();
     values.set(name, value);
     if (name === '-n') {
       const parsed = parseUnsigned(value);
@@ -67,10 +79,10 @@ export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedCon
   const rtime = r === undefined || r === 0 ? DEFAULTS.resolveEvery : r;
   const source = values.get('-s');
   const target = values.get('-t');
-  const key = values.get('-k');
   if (!values.has('-d') && !values.has('-e')) return usage();
   if (values.has('-f') && values.has('-g')) return usage();
-  if (key === undefined) return usage();
+  if (keys.length === 0) return usage();
+  if (keys.filter((key) => key === '-').length > 1) return usage(`${PROGRAM}: Standard input (-k -) can be read only once\n`);
   if (!(timeout > 0)) return usage();
   if (rtime !== DEFAULTS.resolveEvery && values.has('-R')) return usage();
   if (source === undefined || target === undefined) return usage();
@@ -80,7 +92,7 @@ export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedCon
       mode: values.has('-e') ? 'encrypt' : 'decrypt',
       source,
       target,
-      key,
+      keys,
       bind: values.get('-b'),
       waitForDns: values.has('-D'),
       foreground: values.has('-F'),
@@ -119,7 +131,7 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
   }
   if (config.foreground || isDaemonChild) return serve(config, isDaemonChild);
   // -k -: the daemon inherits standard input and hashes the key as it streams in.
-  return detach(PROGRAM, config.key === '-', startTimeoutMs());
+  return detach(PROGRAM, config.keys.includes('-'), startTimeoutMs());
 }
 
 /** The daemon itself (in the foreground, or as the detached child); resolves to the exit code. */
@@ -159,7 +171,7 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
       mode: config.mode,
       source: config.source,
       target: config.target,
-      key: config.key,
+      key: config.keys,
       bind: config.bind,
       fast: config.fast,
       requirePfs: config.requirePfs,
@@ -170,7 +182,7 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
       waitForDns: config.waitForDns,
     });
   } catch (err) {
-    report(startupFailureLines(err, config.key, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
+    report(startupFailureLines(err, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
     return 1;
   }
   tunnel.on('warning', (message) => report([message]));
