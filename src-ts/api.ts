@@ -9,7 +9,7 @@ import { prepareDiffieHellman } from './handshake.js';
 import { Dispatcher } from './dispatcher.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { MAX_SERVER_KEYS } from './handshake.js';
-import { loadKey, loadKeys, type KeySource } from './keyfile.js';
+import { loadEach, loadKey, loadKeys, type KeySource } from './keyfile.js';
 import { SecureStream } from './secure-stream.js';
 
 /** A running daemon (createTunnel); close() drains it like SIGTERM. */
@@ -70,6 +70,11 @@ function keySources(key: SessionOptions['key'], several: boolean): readonly KeyS
   if (!several && sources.length > 1) throw new TypeError('key: only a decrypting server takes several keys; a client (connect, encrypt mode) takes one');
   if (sources.length > MAX_SERVER_KEYS) throw new TypeError(`key: at most ${MAX_SERVER_KEYS} keys`);
   return sources;
+}
+
+/** Fresh keys for a reload: key files read again, in order; a key from standard input or from bytes is kept (copied from `current`, which is in the same order); throws EKEYFILE, having wiped what it read. */
+function reloadKeys(sources: readonly KeySource[], current: readonly Buffer[]): Promise<Buffer[]> {
+  return loadEach(sources, async (source, i) => (typeof source === 'string' && source !== '-' ? loadKey(source) : Buffer.from(current[i]!)));
 }
 
 /** Resolves a -b address to one endpoint (port optional). */
@@ -174,7 +179,8 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
   try {
     return await Dispatcher.listen({
       mode: options.mode,
-      key,
+      keys: key,
+      reloadKeys: (current) => reloadKeys(sources, current),
       fast: options.fast ?? false,
       requirePfs: options.requirePfs ?? false,
       timeoutMs: (options.timeout ?? DEFAULTS.timeout) * 1000,

@@ -10,12 +10,13 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { formatEndpoint, type Endpoint } from './address.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { handshake, type Role, type Session } from './handshake.js';
+import type { KeyRing } from './key-ring.js';
 import { pipePackets } from './pipe.js';
 
 /** How the daemon treats each connection. */
 export interface ConnectionOptions {
   mode: 'encrypt' | 'decrypt'; // -e or -d
-  key: Buffer | readonly Buffer[]; // K = SHA256(key file); -d may hold several (the peer's first DH message picks one)
+  keys: KeyRing; // K = SHA256(key file) for each -k; -d may hold several (the peer's first DH message picks one); a reload replaces them
   fast: boolean; // -f
   requirePfs: boolean; // -g
   timeoutMs: number; // -o, for connecting and for the handshake
@@ -101,7 +102,7 @@ function ignoreLateError(): void {}
 export async function runHandshake(
   socket: Socket,
   role: Role,
-  options: Pick<ConnectionOptions, 'key' | 'fast' | 'requirePfs' | 'timeoutMs'>,
+  options: { key: Buffer | readonly Buffer[] } & Pick<ConnectionOptions, 'fast' | 'requirePfs' | 'timeoutMs'>,
 ): Promise<Session> {
   try {
     return await handshake(socket, {
@@ -122,17 +123,24 @@ export async function runConnection(accepted: Socket, options: ConnectionOptions
   // Both modes connect to the target at once (-d while it handshakes); a target that connects after a failure is closed at once.
   const connecting = connectToTarget(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind });
   connecting.catch(ignoreLateError);
+  // The keys are leased for the handshake only (a reload meanwhile wipes the old ones once it is over).
+  const lease = options.keys.acquire();
   try {
     let plain: Socket;
     let encrypted: Socket;
     let session: Session;
-    if (options.mode === 'encrypt') {
-      plain = accepted;
-      encrypted = await connecting;
-      session = await runHandshake(encrypted, 'client', options);
-    } else {
-      encrypted = accepted;
-      [session, plain] = await Promise.all([runHandshake(accepted, 'server', options), connecting]);
+    const settings = { key: lease.keys, fast: options.fast, requirePfs: options.requirePfs, timeoutMs: options.timeoutMs };
+    try {
+      if (options.mode === 'encrypt') {
+        plain = accepted;
+        encrypted = await connecting;
+        session = await runHandshake(encrypted, 'client', settings);
+      } else {
+        encrypted = accepted;
+        [session, plain] = await Promise.all([runHandshake(accepted, 'server', settings), connecting]);
+      }
+    } finally {
+      lease.release();
     }
     tuneSocket(plain, options.keepAlive);
     tuneSocket(encrypted, options.keepAlive);

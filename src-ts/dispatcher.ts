@@ -3,7 +3,8 @@
 // place, so that closing removes it only while the path is still ours), the -n
 // connection limit (queueing what arrives at the limit, as the kernel backlog does
 // for the reference), periodic re-resolution of the target (-r/-R, one lookup at a
-// time), and the SIGTERM-style drain performed by close().
+// time), reload() (SIGHUP: the keys re-read, the target re-resolved, live
+// connections untouched), and the SIGTERM-style drain performed by close().
 
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -13,6 +14,7 @@ import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
 import { runConnection, type ConnectionOptions } from './connection.js';
 import { prepareDiffieHellman } from './handshake.js';
+import { KeyRing } from './key-ring.js';
 import { SpipedError, asSpipedError } from './errors.js';
 
 /** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
@@ -38,13 +40,21 @@ function identityOf(path: string): FileIdentity | null {
 }
 
 /** Everything the dispatcher needs, besides the per-connection options. */
-export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets'> {
+export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets' | 'keys'> {
+  keys: readonly Buffer[]; // K for each -k (owned from now on: wiped once replaced and unused, and when drained)
+  reloadKeys?: (current: readonly Buffer[]) => Promise<Buffer[]>; // how reload() gets fresh keys (fresh buffers; default: keeps the current ones)
   source: Endpoint; // where to listen (resolved once at start)
   target: SocketAddress; // where to connect, re-resolved every resolveEverySeconds
   targets: readonly Endpoint[]; // the target's addresses, resolved at start
   resolveEverySeconds: number | null; // -r; null for -R (never)
   maxConnections: number; // -n; 0 = unlimited
   resolve?: (address: SocketAddress) => Promise<Endpoint[]>; // how to re-resolve the target (default: DNS via resolveAddress)
+}
+
+/** What a reload did: whether the keys were replaced and the target re-resolved (a failure keeps the old ones and is emitted as a 'warning'). */
+export interface ReloadOutcome {
+  keys: boolean;
+  target: boolean;
 }
 
 /** Events a Dispatcher emits. */
@@ -60,7 +70,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private readonly connectionOptions: ConnectionOptions;
   private readonly server: Server;
   private readonly queued: Socket[] = [];
+  private readonly keyRing: KeyRing;
   private targets: readonly Endpoint[];
+  /** The last target lookup (each one starts only once the previous one has finished). */
+  private lookup: Promise<boolean> = Promise.resolve(true);
   private active = 0;
   private closing = false;
   private resolveTimer: NodeJS.Timeout | null = null;
@@ -75,11 +88,10 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     super();
     this.options = options;
     this.targets = options.targets;
-    this.connectionOptions = { ...options, targets: () => this.targets };
+    this.keyRing = new KeyRing(options.keys);
+    this.connectionOptions = { ...options, keys: this.keyRing, targets: () => this.targets };
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => {
-      for (const key of Buffer.isBuffer(options.key) ? [options.key] : options.key) key.fill(0);
-    });
+    this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => this.keyRing.close());
   }
 
   /** Starts listening on `options.source`; resolves once bound, rejects if the source cannot be bound. */
@@ -106,6 +118,25 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** The target addresses currently in use. */
   currentTargets(): readonly Endpoint[] {
     return this.targets;
+  }
+
+  /**
+   * SIGHUP: re-reads the keys (all or nothing: if any cannot be read, all the old ones stay and a
+   * 'warning' says why) and re-resolves the target (a failed lookup keeps the old addresses);
+   * live connections are untouched. Never rejects.
+   */
+  async reload(): Promise<ReloadOutcome> {
+    let keys = false;
+    if (this.options.reloadKeys !== undefined && !this.closing) {
+      try {
+        this.keyRing.replace(await this.options.reloadKeys(this.keyRing.keys));
+        keys = true;
+      } catch (err) {
+        this.emit('warning', `Reload: keeping all the old keys: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    const target = await this.resolveTarget();
+    return { keys, target };
   }
 
   /** Stops accepting, drops queued connections, removes the Unix socket file if the path is still ours, and resolves once the last live connection has ended. */
@@ -190,13 +221,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.resolveTimer.unref();
   }
 
-  private async resolveTarget(): Promise<void> {
-    try {
-      this.targets = await (this.options.resolve ?? resolveAddress)(this.options.target);
-    } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
-      this.emit('warning', `Re-resolving ${formatAddress(this.options.target)} failed, keeping the old addresses: ${why}`);
-    }
+  /** Looks the target up again once any lookup under way has finished; resolves true when the addresses were replaced, false (with a warning) when the old ones were kept. */
+  private resolveTarget(): Promise<boolean> {
+    this.lookup = this.lookup.then(async () => {
+      try {
+        this.targets = await (this.options.resolve ?? resolveAddress)(this.options.target);
+        return true;
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        this.emit('warning', `Re-resolving ${formatAddress(this.options.target)} failed, keeping the old addresses: ${why}`);
+        return false;
+      }
+    });
+    return this.lookup;
   }
 
   private accept(socket: Socket): void {

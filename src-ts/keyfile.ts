@@ -59,10 +59,15 @@ export async function loadKey(source: KeySource): Promise<Buffer> {
 }
 
 /** Loads every source in order (see loadKey); on any failure wipes the keys already loaded and throws EKEYFILE. */
-export async function loadKeys(sources: readonly KeySource[]): Promise<Buffer[]> {
+export function loadKeys(sources: readonly KeySource[]): Promise<Buffer[]> {
+  return loadEach(sources, (source) => loadKey(source));
+}
+
+/** Calls `load` for each item in order and collects the keys; on any failure wipes the keys already loaded and rethrows. */
+export async function loadEach<T>(items: readonly T[], load: (item: T, index: number) => Promise<Buffer>): Promise<Buffer[]> {
   const keys: Buffer[] = [];
   try {
-    for (const source of sources) keys.push(await loadKey(source));
+    for (const [index, item] of items.entries()) keys.push(await load(item, index));
     return keys;
   } catch (err) {
     for (const key of keys) key.fill(0);

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes, randomInt } from 'node:crypto';
+import type { Endpoint } from 'spiped-native';
 
 /** The repository root (tests run from build/__test__/...). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -327,3 +328,19 @@ export function runSpipe(impl: Impl, args: string[], data: Buffer): Promise<{ st
   child.stdin.end(data);
   return new Promise((resolve) => child.on('close', (code) => resolve({ stdout: Buffer.concat(out), stderr, code })));
 }
+
+/** A 127.0.0.1 endpoint. */
+export const loopbackEndpoint = (port: number): Endpoint => ({ kind: 'inet', address: '127.0.0.1', family: 4, port });
+
+/** The fixed options of a -f Dispatcher on a free loopback port in `mode` holding `keys` (add target, targets, limits). */
+export const fastDispatcherBase = (mode: 'encrypt' | 'decrypt', keys: Buffer[]) =>
+  ({
+    mode,
+    keys,
+    fast: true,
+    requirePfs: false,
+    timeoutMs: 5000,
+    keepAlive: true,
+    bind: null,
+    source: loopbackEndpoint(0),
+  }) as const;

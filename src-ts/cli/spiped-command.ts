@@ -6,6 +6,7 @@
 
 import { unlinkSync } from 'node:fs';
 import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.js';
+import type { ReloadOutcome } from '../dispatcher.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
 import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
 import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
@@ -32,9 +33,10 @@ export interface SpipedConfig {
   resolveEvery: number | null; // -r seconds; null for -R
   syslog: boolean; // --syslog
   user: string | undefined; // -u
+  reloadOnSighup: boolean; // --reload-on-sighup (ours): SIGHUP re-reads the keys and re-resolves the target
 }
 
-const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v']);
+const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v', '--reload-on-sighup']);
 
 /**
  * Reads a spiped command line (without the program name) exactly as the reference does, with
@@ -105,6 +107,7 @@ export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedCon
       resolveEvery: values.has('-R') || !(rtime < MAX_TIMER_SECONDS) ? null : rtime,
       syslog: values.has('--syslog'),
       user: values.get('-u'),
+      reloadOnSighup: values.has('--reload-on-sighup'),
     },
   };
 }
@@ -165,6 +168,9 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
     }
     released();
   }
+  // Until the tunnel is up, a SIGHUP under --reload-on-sighup is ignored rather than fatal.
+  const onEarlySighup = (): void => {};
+  if (config.reloadOnSighup) process.on('SIGHUP', onEarlySighup);
   let tunnel: Tunnel;
   try {
     tunnel = await createTunnel({
@@ -186,6 +192,10 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
     return 1;
   }
   tunnel.on('warning', (message) => report([message]));
+  if (config.reloadOnSighup) {
+    process.on('SIGHUP', () => void tunnel.reload().then((outcome) => report([reloadLine(outcome)])));
+    process.off('SIGHUP', onEarlySighup);
+  }
   tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
   try {
     if (detached && !config.waitForDns) daemonize();
@@ -200,6 +210,11 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
   warnings.flush();
   syslog?.close();
   return code;
+}
+
+/** The line a finished reload prints. */
+export function reloadLine(outcome: ReloadOutcome): string {
+  return `Reloaded: keys ${outcome.keys ? 'read again' : 'kept'}, target ${outcome.target ? 're-resolved' : 'kept'}`;
 }
 
 /** Best-effort removal of a pidfile this run wrote before failing. */
