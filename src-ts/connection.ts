@@ -11,7 +11,7 @@ import { formatEndpoint, type Endpoint } from './address.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { handshake, type Role, type Session } from './handshake.js';
 import type { KeyRing } from './key-ring.js';
-import { pipePackets } from './pipe.js';
+import { pipePackets, type PipeTraffic } from './pipe.js';
 
 /** How the daemon treats each connection. */
 export interface ConnectionOptions {
@@ -117,8 +117,17 @@ export async function runHandshake(
   }
 }
 
-/** Carries `accepted` through its whole life; resolves when both sockets closed cleanly, rejects with what ended it. */
-export async function runConnection(accepted: Socket, options: ConnectionOptions): Promise<void> {
+/** What a connection has done so far, filled in as it goes (for connection logs and metrics). */
+export interface ConnectionTally extends PipeTraffic {
+  keyIndex: number | null; // which key the handshake used (0 = the first -k), once done
+}
+
+/** Carries `accepted` through its whole life, filling in `tally`; resolves when both sockets closed cleanly, rejects with what ended it. */
+export async function runConnection(
+  accepted: Socket,
+  options: ConnectionOptions,
+  tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 },
+): Promise<void> {
   accepted.on('error', ignoreLateError);
   // Both modes connect to the target at once (-d while it handshakes); a target that connects after a failure is closed at once.
   const connecting = connectToTarget(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind });
@@ -142,9 +151,10 @@ export async function runConnection(accepted: Socket, options: ConnectionOptions
     } finally {
       lease.release();
     }
+    tally.keyIndex = session.keyIndex;
     tuneSocket(plain, options.keepAlive);
     tuneSocket(encrypted, options.keepAlive);
-    await pipePackets(plain, encrypted, session);
+    await pipePackets(plain, encrypted, session, tally);
   } catch (err) {
     accepted.destroy();
     connecting.then((target) => target.destroy(), ignoreLateError);

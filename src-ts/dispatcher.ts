@@ -12,7 +12,8 @@ import { linkSync, statSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
-import { runConnection, type ConnectionOptions } from './connection.js';
+import { runConnection, type ConnectionOptions, type ConnectionTally } from './connection.js';
+import { outcomeOf, peerOf, type ConnectionRecord } from './connection-log.js';
 import { prepareDiffieHellman } from './handshake.js';
 import { KeyRing } from './key-ring.js';
 import { SpipedError, asSpipedError } from './errors.js';
@@ -61,6 +62,7 @@ export interface ReloadOutcome {
 export interface DispatcherEvents {
   warning: [message: string]; // something the daemon would print (limit reached, failed re-resolution)
   connectionError: [error: SpipedError]; // one connection failed; the daemon goes on
+  connection: [record: ConnectionRecord]; // a served connection has ended, whichever way (after any connectionError)
 }
 
 /** A listening spiped daemon. */
@@ -255,9 +257,40 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.active += 1;
     const limit = this.options.maxConnections;
     if (limit > 0 && this.active === limit) this.emit('warning', `Maximum number of connections (${limit}) reached`);
-    runConnection(socket, this.connectionOptions)
-      .catch((err: unknown) => this.emit('connectionError', asSpipedError(err, 'ECLOSED', 'Connection failed')))
-      .finally(() => this.release());
+    const peer = peerOf(socket);
+    const startedAt = performance.now();
+    const tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 };
+    runConnection(socket, this.connectionOptions, tally)
+      .then(
+        () => null,
+        (err: unknown) => {
+          const error = asSpipedError(err, 'ECLOSED', 'Connection failed');
+          this.emit('connectionError', error);
+          return error;
+        },
+      )
+      .then((error) => {
+        try {
+          this.emit('connection', this.recordOf(peer, startedAt, tally, error));
+        } finally {
+          this.release();
+        }
+      });
+  }
+
+  /** The record of a connection that has ended. */
+  private recordOf(peer: string, startedAt: number, tally: ConnectionTally, error: SpipedError | null): ConnectionRecord {
+    const encrypting = this.options.mode === 'encrypt';
+    return {
+      peer,
+      keyIndex: tally.keyIndex,
+      durationMs: performance.now() - startedAt,
+      toTarget: encrypting ? tally.sealed : tally.opened,
+      fromTarget: encrypting ? tally.opened : tally.sealed,
+      outcome: outcomeOf(error),
+      reason: error?.code === 'EHANDSHAKE' ? (error.reason ?? null) : null,
+      error,
+    };
   }
 
   private release(): void {

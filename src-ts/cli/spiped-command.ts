@@ -6,6 +6,7 @@
 
 import { unlinkSync } from 'node:fs';
 import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.js';
+import { formatConnectionRecord } from '../connection-log.js';
 import type { ReloadOutcome } from '../dispatcher.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
 import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
@@ -34,9 +35,10 @@ export interface SpipedConfig {
   syslog: boolean; // --syslog
   user: string | undefined; // -u
   reloadOnSighup: boolean; // --reload-on-sighup (ours): SIGHUP re-reads the keys and re-resolves the target
+  logConnections: boolean; // --log-connections (ours): one line per ended connection, never coalesced
 }
 
-const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v', '--reload-on-sighup']);
+const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v', '--reload-on-sighup', '--log-connections']);
 
 /**
  * Reads a spiped command line (without the program name) exactly as the reference does, with
@@ -108,6 +110,7 @@ export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedCon
       syslog: values.has('--syslog'),
       user: values.get('-u'),
       reloadOnSighup: values.has('--reload-on-sighup'),
+      logConnections: values.has('--log-connections'),
     },
   };
 }
@@ -141,10 +144,12 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
 async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
   const syslog = config.syslog ? new SyslogSender(PROGRAM) : null; // starts logger(1) at its first line
   let toSyslog = false; // once detached
-  const warnings = new WarningCoalescer((line) => {
+  const writeLine = (line: string): void => {
     if (toSyslog && syslog !== null) syslog.send(line);
     else warn(PROGRAM, [line]);
-  });
+  };
+  const warnings = new WarningCoalescer(writeLine); // connection log lines bypass it: each one is written
+
   const report = (lines: readonly string[]): void => {
     for (const line of lines) warnings.report(line);
   };
@@ -197,6 +202,7 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
     process.off('SIGHUP', onEarlySighup);
   }
   tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
+  if (config.logConnections) tunnel.on('connection', (record) => writeLine(formatConnectionRecord(record)));
   try {
     if (detached && !config.waitForDns) daemonize();
     if (config.user !== undefined) report(switchIdentity(config.user));
