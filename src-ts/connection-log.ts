@@ -5,6 +5,7 @@
 
 import type { Socket } from 'node:net';
 import type { HandshakeFailureReason, SpipedError } from './errors.js';
+import type { PipeTraffic } from './pipe.js';
 
 /** How a connection ended. */
 export type ConnectionOutcome =
@@ -28,6 +29,11 @@ export interface ConnectionRecord {
   outcome: ConnectionOutcome;
   reason: HandshakeFailureReason | null; // why, for handshake_failed
   error: SpipedError | null; // what ended it, unless ok
+}
+
+/** A pipe's sealed/opened counts as bytes toward the target and back: -e seals what goes to the target, -d opens it. */
+export function trafficByDirection(mode: 'encrypt' | 'decrypt', traffic: PipeTraffic): { toTarget: number; fromTarget: number } {
+  return mode === 'encrypt' ? { toTarget: traffic.sealed, fromTarget: traffic.opened } : { toTarget: traffic.opened, fromTarget: traffic.sealed };
 }
 
 /** The peer of an accepted socket as the log shows it (read at accept time: a closed socket forgets it). */

@@ -13,7 +13,8 @@ import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
 import { runConnection, type ConnectionOptions, type ConnectionTally } from './connection.js';
-import { outcomeOf, peerOf, type ConnectionRecord } from './connection-log.js';
+import { outcomeOf, peerOf, trafficByDirection, type ConnectionRecord } from './connection-log.js';
+import { TunnelCounters, type TunnelStats } from './stats.js';
 import { prepareDiffieHellman } from './handshake.js';
 import { KeyRing } from './key-ring.js';
 import { SpipedError, asSpipedError } from './errors.js';
@@ -73,6 +74,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private readonly server: Server;
   private readonly queued: Socket[] = [];
   private readonly keyRing: KeyRing;
+  private readonly counters: TunnelCounters;
+  /** The tallies of the connections being served (read only by stats()). */
+  private readonly live = new Set<ConnectionTally>();
   private targets: readonly Endpoint[];
   /** The last target lookup (each one starts only once the previous one has finished). */
   private lookup: Promise<boolean> = Promise.resolve(true);
@@ -91,6 +95,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.options = options;
     this.targets = options.targets;
     this.keyRing = new KeyRing(options.keys);
+    this.counters = new TunnelCounters(options.mode);
     this.connectionOptions = { ...options, keys: this.keyRing, targets: () => this.targets };
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => this.keyRing.close());
@@ -115,6 +120,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const bound = this.server.address();
     if (bound === null || typeof bound === 'string') return this.options.source;
     return { kind: 'inet', address: bound.address, family: bound.family === 'IPv6' ? 6 : 4, port: bound.port };
+  }
+
+  /** The tunnel's counters now (see TunnelStats). */
+  stats(): TunnelStats {
+    return this.counters.snapshot(this.live, this.active, this.queued.length);
   }
 
   /** The target addresses currently in use. */
@@ -260,6 +270,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const peer = peerOf(socket);
     const startedAt = performance.now();
     const tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 };
+    this.live.add(tally);
     runConnection(socket, this.connectionOptions, tally)
       .then(
         () => null,
@@ -270,8 +281,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
         },
       )
       .then((error) => {
+        const record = this.recordOf(peer, startedAt, tally, error);
+        this.live.delete(tally);
+        this.counters.add(record);
         try {
-          this.emit('connection', this.recordOf(peer, startedAt, tally, error));
+          this.emit('connection', record);
         } finally {
           this.release();
         }
@@ -280,13 +294,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
 
   /** The record of a connection that has ended. */
   private recordOf(peer: string, startedAt: number, tally: ConnectionTally, error: SpipedError | null): ConnectionRecord {
-    const encrypting = this.options.mode === 'encrypt';
     return {
       peer,
       keyIndex: tally.keyIndex,
       durationMs: performance.now() - startedAt,
-      toTarget: encrypting ? tally.sealed : tally.opened,
-      fromTarget: encrypting ? tally.opened : tally.sealed,
+      ...trafficByDirection(this.options.mode, tally),
       outcome: outcomeOf(error),
       reason: error?.code === 'EHANDSHAKE' ? (error.reason ?? null) : null,
       error,

@@ -7,6 +7,8 @@
 import { unlinkSync } from 'node:fs';
 import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.js';
 import { formatConnectionRecord } from '../connection-log.js';
+import type { MetricsServer } from '../metrics.js';
+import { startExporter } from './exporter.js';
 import type { ReloadOutcome } from '../dispatcher.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
 import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
@@ -36,9 +38,10 @@ export interface SpipedConfig {
   user: string | undefined; // -u
   reloadOnSighup: boolean; // --reload-on-sighup (ours): SIGHUP re-reads the keys and re-resolves the target
   logConnections: boolean; // --log-connections (ours): one line per ended connection, never coalesced
+  metrics: string | undefined; // --metrics <address> (ours): Prometheus text at /metrics
 }
 
-const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v', '--reload-on-sighup', '--log-connections']);
+const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u', '--metrics'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v', '--reload-on-sighup', '--log-connections']);
 
 /**
  * Reads a spiped command line (without the program name) exactly as the reference does, with
@@ -111,6 +114,7 @@ export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedCon
       user: values.get('-u'),
       reloadOnSighup: values.has('--reload-on-sighup'),
       logConnections: values.has('--log-connections'),
+      metrics: values.get('--metrics'),
     },
   };
 }
@@ -124,7 +128,10 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
   }
   const config = parsed.config;
   const malformed =
-    (config.bind === undefined ? null : addressProblem(config.bind, true)) ?? addressProblem(config.source) ?? addressProblem(config.target);
+    (config.bind === undefined ? null : addressProblem(config.bind, true)) ??
+    addressProblem(config.source) ??
+    addressProblem(config.target) ??
+    (config.metrics === undefined ? null : addressProblem(config.metrics)?.map((line) => line.replace('Error resolving socket address', 'Error resolving --metrics address')) ?? null);
   if (malformed !== null) {
     warn(PROGRAM, malformed);
     return 1;
@@ -203,7 +210,9 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
   }
   tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
   if (config.logConnections) tunnel.on('connection', (record) => writeLine(formatConnectionRecord(record)));
+  let exporter: MetricsServer | null = null;
   try {
+    if (config.metrics !== undefined) exporter = await startExporter(config.metrics, () => [{ name: config.source, stats: () => tunnel.stats() }]);
     if (detached && !config.waitForDns) daemonize();
     if (config.user !== undefined) report(switchIdentity(config.user));
   } catch (err) {
@@ -213,6 +222,7 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
   }
   if (detached && !config.waitForDns) released();
   const code = await drainOnSignal(tunnel);
+  await exporter?.close();
   warnings.flush();
   syslog?.close();
   return code;
