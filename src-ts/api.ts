@@ -11,6 +11,7 @@ import { SpipedError, asSpipedError } from './errors.js';
 import { MAX_SERVER_KEYS } from './handshake.js';
 import { loadEach, loadKey, loadKeys, type KeySource } from './keyfile.js';
 import { SecureStream } from './secure-stream.js';
+import { inheritedSocket, isSystemdAddress } from './systemd.js';
 
 /** A running daemon (createTunnel); close() drains it like SIGTERM. */
 export type Tunnel = Dispatcher;
@@ -43,7 +44,7 @@ export interface ConnectOptions extends SessionOptions {
 /** Options of createTunnel(). */
 export interface TunnelOptions extends SessionOptions {
   mode: 'encrypt' | 'decrypt'; // -e or -d
-  source: string; // -s
+  source: string; // -s; "systemd:" / "systemd:<name>" for a socket passed by systemd (see README "systemd")
   target: string; // -t
   maxConnections?: number; // -n (default 100, 0 = unlimited)
   keepAlive?: boolean; // default true (-j turns it off)
@@ -173,7 +174,7 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
   const sources = keySources(options.key, options.mode === 'decrypt');
   const waitForDns = options.waitForDns ?? false;
   const target = parseAddress(options.target);
-  const [source] = await resolveTargetAddress(options.source, waitForDns);
+  const [source] = isSystemdAddress(options.source) ? [inheritedSocket(options.source)] : await resolveTargetAddress(options.source, waitForDns);
   const targets = await resolveTargetAddress(options.target, waitForDns);
   const key = await loadKeys(sources); // after resolving, as the reference does (its messages come in that order)
   try {

@@ -17,6 +17,7 @@ import { outcomeOf, peerOf, trafficByDirection, type ConnectionRecord } from './
 import { TunnelCounters, type TunnelStats } from './stats.js';
 import { prepareDiffieHellman } from './handshake.js';
 import { KeyRing } from './key-ring.js';
+import { SYSTEMD_PREFIX, type InheritedSocket } from './systemd.js';
 import { SpipedError, asSpipedError } from './errors.js';
 
 /** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
@@ -45,7 +46,7 @@ function identityOf(path: string): FileIdentity | null {
 export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets' | 'keys'> {
   keys: readonly Buffer[]; // K for each -k (owned from now on: wiped once replaced and unused, and when drained)
   reloadKeys?: (current: readonly Buffer[]) => Promise<Buffer[]>; // how reload() gets fresh keys (fresh buffers; default: keeps the current ones)
-  source: Endpoint; // where to listen (resolved once at start)
+  source: Endpoint | InheritedSocket; // where to listen (resolved once at start), or a listening socket passed by systemd
   target: SocketAddress; // where to connect, re-resolved every resolveEverySeconds
   targets: readonly Endpoint[]; // the target's addresses, resolved at start
   resolveEverySeconds: number | null; // -r; null for -R (never)
@@ -118,7 +119,9 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** The address actually bound (useful with port 0). */
   address(): Endpoint {
     const bound = this.server.address();
-    if (bound === null || typeof bound === 'string') return this.options.source;
+    const source = this.options.source;
+    if (typeof bound === 'string') return { kind: 'unix', path: bound };
+    if (bound === null) return source.kind === 'fd' ? { kind: 'unix', path: `${SYSTEMD_PREFIX}${source.name}` } : source;
     return { kind: 'inet', address: bound.address, family: bound.family === 'IPv6' ? 6 : 4, port: bound.port };
   }
 
@@ -168,14 +171,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const source = this.options.source;
     return new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void =>
-        reject(asSpipedError(err, 'EADDRESS', `Error binding socket ${formatEndpoint(source)}`));
+        reject(asSpipedError(err, 'EADDRESS', `Error binding socket ${source.kind === 'fd' ? `${SYSTEMD_PREFIX}${source.name}` : formatEndpoint(source)}`));
       this.server.once('error', onError);
       const ready = (): void => {
         this.server.off('error', onError);
         this.server.on('error', (err) => this.emit('warning', `Error accepting connections: ${err.message}`));
         resolve();
       };
-      if (source.kind === 'unix') this.server.listen({ path: this.unixBindPath(source.path) }, ready);
+      if (source.kind === 'fd') this.server.listen({ fd: source.fd }, ready);
+      else if (source.kind === 'unix') this.server.listen({ path: this.unixBindPath(source.path) }, ready);
       else this.server.listen({ host: source.address, port: source.port, ipv6Only: source.family === 6 }, ready);
     }).then(() => {
       if (source.kind === 'unix') this.linkUnixSocket(source.path);

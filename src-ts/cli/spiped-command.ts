@@ -9,6 +9,7 @@ import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.j
 import { formatConnectionRecord } from '../connection-log.js';
 import type { MetricsServer } from '../metrics.js';
 import { startExporter } from './exporter.js';
+import { forgetListenEnvironment, isSystemdAddress, notificationsWanted, notifySystemd } from '../systemd.js';
 import type { ReloadOutcome } from '../dispatcher.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
 import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
@@ -129,11 +130,15 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
   const config = parsed.config;
   const malformed =
     (config.bind === undefined ? null : addressProblem(config.bind, true)) ??
-    addressProblem(config.source) ??
+    (isSystemdAddress(config.source) ? null : addressProblem(config.source)) ??
     addressProblem(config.target) ??
     (config.metrics === undefined ? null : addressProblem(config.metrics)?.map((line) => line.replace('Error resolving socket address', 'Error resolving --metrics address')) ?? null);
   if (malformed !== null) {
     warn(PROGRAM, malformed);
+    return 1;
+  }
+  if (isSystemdAddress(config.source) && !config.foreground) {
+    warn(PROGRAM, [`-s ${config.source} needs -F (under systemd the daemon stays in the foreground)`]);
     return 1;
   }
   const isDaemonChild = takeDaemonChildMarker();
@@ -221,7 +226,15 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
     return 1;
   }
   if (detached && !config.waitForDns) released();
-  const code = await drainOnSignal(tunnel);
+  forgetListenEnvironment();
+  const notify = (state: string): Promise<void> =>
+    notificationsWanted()
+      ? notifySystemd(state).then((problem) => {
+          if (problem !== null) report([problem]);
+        })
+      : Promise.resolve();
+  void notify('READY=1');
+  const code = await drainOnSignal(tunnel, () => void notify('STOPPING=1'));
   await exporter?.close();
   warnings.flush();
   syslog?.close();
@@ -242,12 +255,13 @@ function removePidfile(path: string): void {
   }
 }
 
-/** Resolves to 0 once SIGTERM has drained the tunnel; a second SIGTERM ends at once. (SIGINT keeps its default: the process ends at once, as the reference's does.) */
-function drainOnSignal(tunnel: Tunnel): Promise<number> {
+/** Calls `onStopping` at the first SIGTERM; resolves to 0 once it has drained the tunnel; a second SIGTERM ends at once. (SIGINT keeps its default: the process ends at once, as the reference's does.) */
+function drainOnSignal(tunnel: Tunnel, onStopping: () => void): Promise<number> {
   return new Promise((resolve) => {
     let stopping = false;
     process.on('SIGTERM', () => {
       if (stopping) resolve(0);
+      if (!stopping) onStopping();
       stopping = true;
       void tunnel.close().then(() => resolve(0));
     });
