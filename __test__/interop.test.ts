@@ -10,6 +10,7 @@ import {
   freePort,
   referenceAvailable,
   runSpipe,
+  sinkPairSetup,
   startDaemon,
   startEchoServer,
   startRelay,
@@ -83,14 +84,7 @@ for (const [eFlag, dFlag] of [
   for (const encryptor of IMPLS) {
     for (const decryptor of IMPLS) {
       test.serial(`${encryptor} -e ${eFlag} → ${decryptor} -d ${dFlag}: no connection`, async (t) => {
-        const { dir, cleanup } = tempDir();
-        t.teardown(cleanup);
-        const key = writeKey(dir);
-        const sink = await startSinkServer();
-        t.teardown(() => sink.server.close());
-        const [dPort, ePort] = [await freePort(), await freePort()];
-        const daemons: Daemon[] = [];
-        t.teardown(() => Promise.all(daemons.map((d) => d.stop())));
+        const { key, sink, dPort, ePort, daemons } = await sinkPairSetup((fn) => t.teardown(fn));
         daemons.push(await startDaemon(decryptor, ['-d', '-s', loopback(dPort), '-t', loopback(sink.port), '-k', key, dFlag], { port: dPort }));
         daemons.push(await startDaemon(encryptor, ['-e', '-s', loopback(ePort), '-t', loopback(dPort), '-k', key, eFlag], { port: ePort }));
         const started = Date.now();

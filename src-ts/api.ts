@@ -12,6 +12,7 @@ import { MAX_SERVER_KEYS } from './handshake.js';
 import { loadEach, loadKey, loadKeys, type KeySource } from './keyfile.js';
 import { SecureStream } from './secure-stream.js';
 import { inheritedSocket, isSystemdAddress } from './systemd.js';
+import { isProxyProtocolVersion, type ProxyProtocolVersion } from './proxy-protocol.js';
 
 /** A running daemon (createTunnel); close() drains it like SIGTERM. */
 export type Tunnel = Dispatcher;
@@ -51,6 +52,7 @@ export interface TunnelOptions extends SessionOptions {
   resolveEvery?: number | null; // -r seconds (default 60); null or 0 = never (-R)
   bind?: string; // -b
   waitForDns?: boolean; // -D: retry failed lookups every second until they succeed
+  proxyProtocol?: ProxyProtocolVersion | null; // 'v1' | 'v2': start each connection's plaintext with a PROXY header (see README "PROXY protocol"); default none
 }
 
 /** Checks the option combinations every entry point shares; throws TypeError. */
@@ -171,6 +173,8 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
   if (resolveEvery !== null && !(resolveEvery >= 0 && resolveEvery <= MAX_TIMER_SECONDS)) {
     throw new TypeError(`resolveEvery must be null or a number of seconds in [0, ${MAX_TIMER_SECONDS}]`);
   }
+  const proxyProtocol = options.proxyProtocol ?? null;
+  if (proxyProtocol !== null && !isProxyProtocolVersion(proxyProtocol)) throw new TypeError(`proxyProtocol must be 'v1', 'v2' or null`);
   const sources = keySources(options.key, options.mode === 'decrypt');
   const waitForDns = options.waitForDns ?? false;
   const target = parseAddress(options.target);
@@ -192,6 +196,7 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
       targets,
       resolveEverySeconds: resolveEvery === null || resolveEvery === 0 ? null : resolveEvery,
       maxConnections,
+      proxyProtocol,
     });
   } catch (err) {
     for (const k of key) k.fill(0); // every failure after the keys were loaded wipes them (a running tunnel wipes them once drained)

@@ -11,6 +11,7 @@ import { formatEndpoint, type Endpoint } from './address.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { handshake, type Role, type Session } from './handshake.js';
 import type { KeyRing } from './key-ring.js';
+import { proxyHeader, type ProxyProtocolVersion } from './proxy-protocol.js';
 import { pipePackets, type PipeTraffic } from './pipe.js';
 
 /** How the daemon treats each connection. */
@@ -23,6 +24,7 @@ export interface ConnectionOptions {
   keepAlive: boolean; // false with -j
   bind: Endpoint | null; // -b: local address for outgoing connections
   targets: () => readonly Endpoint[]; // the target's current addresses (re-resolved by the dispatcher)
+  proxyProtocol: ProxyProtocolVersion | null; // --proxy-protocol: a header describing the accepted peer starts the plaintext stream
 }
 
 /** What connecting out needs: where from and how long. */
@@ -154,6 +156,12 @@ export async function runConnection(
     tally.keyIndex = session.keyIndex;
     tuneSocket(plain, options.keepAlive);
     tuneSocket(encrypted, options.keepAlive);
+    if (options.proxyProtocol !== null) {
+      // -e: sealed as the first plaintext (a C -d passes it on unchanged); -d: written to the target before anything opened.
+      const header = proxyHeader(options.proxyProtocol, accepted);
+      if (options.mode === 'encrypt') encrypted.write(session.sealer.seal(header));
+      else plain.write(header);
+    }
     await pipePackets(plain, encrypted, session, tally);
   } catch (err) {
     accepted.destroy();

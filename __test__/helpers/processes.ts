@@ -343,4 +343,18 @@ export const fastDispatcherBase = (mode: 'encrypt' | 'decrypt', keys: Buffer[]) 
     keepAlive: true,
     bind: null,
     source: loopbackEndpoint(0),
+    proxyProtocol: null,
   }) as const;
+
+/** The usual setup of a daemon-pair test: a temp dir with a key, a sink server, two claimed ports, and a list of daemons; all stopped or removed through `teardown`. */
+export async function sinkPairSetup(teardown: (fn: () => unknown) => void): Promise<{ dir: string; key: string; sink: Awaited<ReturnType<typeof startSinkServer>>; dPort: number; ePort: number; daemons: Daemon[] }> {
+  const { dir, cleanup } = tempDir();
+  teardown(cleanup);
+  const key = writeKey(dir);
+  const sink = await startSinkServer();
+  teardown(() => sink.server.close());
+  const [dPort, ePort] = [await freePort(), await freePort()];
+  const daemons: Daemon[] = [];
+  teardown(() => Promise.all(daemons.map((daemon) => daemon.stop())));
+  return { dir, key, sink, dPort, ePort, daemons };
+}

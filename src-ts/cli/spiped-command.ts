@@ -9,6 +9,7 @@ import { DEFAULTS, MAX_TIMER_SECONDS, createTunnel, type Tunnel } from '../api.j
 import { formatConnectionRecord } from '../connection-log.js';
 import type { MetricsServer } from '../metrics.js';
 import { startExporter } from './exporter.js';
+import { isProxyProtocolVersion, type ProxyProtocolVersion } from '../proxy-protocol.js';
 import { forgetListenEnvironment, isSystemdAddress, notificationsWanted, notifySystemd } from '../systemd.js';
 import type { ReloadOutcome } from '../dispatcher.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
@@ -40,9 +41,10 @@ export interface SpipedConfig {
   reloadOnSighup: boolean; // --reload-on-sighup (ours): SIGHUP re-reads the keys and re-resolves the target
   logConnections: boolean; // --log-connections (ours): one line per ended connection, never coalesced
   metrics: string | undefined; // --metrics <address> (ours): Prometheus text at /metrics
+  proxyProtocol: ProxyProtocolVersion | null; // --proxy-protocol v1|v2 (ours)
 }
 
-const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u', '--metrics'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v', '--reload-on-sighup', '--log-connections']);
+const SPIPED_OPTIONS = optionSpecs(['-b', '-k', '-n', '-o', '-p', '-r', '-s', '-t', '-u', '--metrics', '--proxy-protocol'], ['-d', '-D', '-e', '-f', '-F', '-g', '-j', '-R', '--syslog', '-v', '--reload-on-sighup', '--log-connections']);
 
 /**
  * Reads a spiped command line (without the program name) exactly as the reference does, with
@@ -90,6 +92,10 @@ export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedCon
   if (!values.has('-d') && !values.has('-e')) return usage();
   if (values.has('-f') && values.has('-g')) return usage();
   if (keys.length === 0) return usage();
+  const proxyProtocol = values.get('--proxy-protocol') ?? null;
+  if (proxyProtocol !== null && !isProxyProtocolVersion(proxyProtocol)) {
+    return { ok: false, exitCode: 1, stderr: `${PROGRAM}: --proxy-protocol takes v1 or v2, not ${JSON.stringify(proxyProtocol)}\n` };
+  }
   if (keys.filter((key) => key === '-').length > 1) return usage(`${PROGRAM}: Standard input (-k -) can be read only once\n`);
   if (!(timeout > 0)) return usage();
   if (rtime !== DEFAULTS.resolveEvery && values.has('-R')) return usage();
@@ -116,6 +122,7 @@ export function parseSpipedArgs(argv: readonly string[]): ParseOutcome<SpipedCon
       reloadOnSighup: values.has('--reload-on-sighup'),
       logConnections: values.has('--log-connections'),
       metrics: values.get('--metrics'),
+      proxyProtocol,
     },
   };
 }
@@ -203,6 +210,7 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
       keepAlive: config.keepAlive,
       resolveEvery: config.resolveEvery,
       waitForDns: config.waitForDns,
+      proxyProtocol: config.proxyProtocol,
     });
   } catch (err) {
     report(startupFailureLines(err, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
