@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
-import { OUR_SPIPED, freePort, referenceAvailable, runSpipe, startEchoServer, tempDir, writeKey } from './helpers/processes.js';
+import { OUR_SPIPED, freePort, referenceAvailable, runSpipe, spawnCollecting, startEchoServer, tempDir, writeKey } from './helpers/processes.js';
 import { runCli, waitUntil } from './helpers/cli-run.js';
 
 const HAVE_TOOLS = spawnSync('python3', ['--version']).status === 0 && spawnSync('systemd-notify', ['--version']).status === 0;
@@ -47,13 +47,10 @@ async function notifyReceiver(t: ExecutionContext, path: string): Promise<() => 
 
 /** Starts our spiped with the descriptors `fds` at 3, 4, ... and LISTEN_PID set to its own pid (as systemd does, via exec), plus `env`. */
 function startActivated(args: readonly string[], fds: readonly number[], env: Record<string, string>): { child: ChildProcess; stderr: () => string } {
-  const child = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$@"', 'sh', process.execPath, OUR_SPIPED, '-F', ...args], {
-    stdio: ['ignore', 'ignore', 'pipe', ...fds],
+  return spawnCollecting('/bin/sh', ['-c', 'LISTEN_PID=$$ exec "$@"', 'sh', process.execPath, OUR_SPIPED, '-F', ...args], {
+    extraFds: fds,
     env: { ...process.env, LISTEN_FDS: String(fds.length), ...env },
   });
-  let stderr = '';
-  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  return { child, stderr: () => stderr };
 }
 
 toolTest('-s systemd:<name> serves the named passed socket to a C spipe; READY=1 and STOPPING=1 reach NOTIFY_SOCKET', async (t) => {

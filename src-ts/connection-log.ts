@@ -60,11 +60,11 @@ export function outcomeOf(error: SpipedError | null): ConnectionOutcome {
   }
 }
 
-/** The --log-connections line: "connection peer=... key=... duration_ms=... to_target=... from_target=... outcome=... reason=..." (key 1 = the first -k; "-" for none). */
-export function formatConnectionRecord(record: ConnectionRecord): string {
+/** The --log-connections line: "connection [tunnel=<name> ]peer=... key=... duration_ms=... to_target=... from_target=... outcome=... reason=..." (key 1 = the first -k; "-" for none; `tunnel` given by `spiped-native run`). */
+export function formatConnectionRecord(record: ConnectionRecord, tunnel?: string): string {
   const key = record.keyIndex === null ? '-' : String(record.keyIndex + 1);
   return (
-    `connection peer=${record.peer} key=${key} duration_ms=${Math.round(record.durationMs)}` +
+    `connection ${tunnel === undefined ? '' : `tunnel=${tunnel} `}peer=${record.peer} key=${key} duration_ms=${Math.round(record.durationMs)}` +
     ` to_target=${record.toTarget} from_target=${record.fromTarget} outcome=${record.outcome} reason=${record.reason ?? '-'}`
   );
 }

@@ -358,3 +358,11 @@ export async function sinkPairSetup(teardown: (fn: () => unknown) => void): Prom
   teardown(() => Promise.all(daemons.map((daemon) => daemon.stop())));
   return { dir, key, sink, dPort, ePort, daemons };
 }
+
+/** Spawns `file args` with stderr piped and collected (stdin and stdout ignored unless `stdio` says otherwise). */
+export function spawnCollecting(file: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; extraFds?: readonly number[] } = {}): { child: ChildProcess; stderr: () => string } {
+  const child = spawn(file, [...args], { stdio: ['ignore', 'ignore', 'pipe', ...(options.extraFds ?? [])], env: options.env ?? process.env });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return { child, stderr: () => stderr };
+}

@@ -1,11 +1,15 @@
 // Owns what makes spiped a daemon: detaching (the parent re-runs its own
 // command line as a detached child, in a new session, and waits a bounded time
 // until the child is listening), the pidfile, switching user and group after
-// binding (-u), and sending warnings to the system log (--syslog, through one
-// long-lived logger(1) fed line by line).
+// binding (-u), sending warnings to the system log (--syslog, through one
+// long-lived logger(1) fed line by line), and the signals' life cycle shared by
+// spiped and `spiped-native run` (SIGTERM drain, reload lines, systemd
+// notifications).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import type { ReloadOutcome } from '../dispatcher.js';
+import { notificationsWanted, notifySystemd } from '../systemd.js';
 import { strerror } from './messages.js';
 
 /** Environment variable marking the detached child (removed as soon as the child reads it). */
@@ -181,4 +185,29 @@ export class SyslogSender {
       return null;
     }
   }
+}
+
+/** The line a finished reload prints. */
+export function reloadLine(outcome: ReloadOutcome): string {
+  return `Reloaded: keys ${outcome.keys ? 'read again' : 'kept'}, target ${outcome.target ? 're-resolved' : 'kept'}`;
+}
+
+/** Sends `state` to systemd when NOTIFY_SOCKET asks for it, reporting a failure through `report`; resolves once done (never rejects). */
+export async function notifyIfWanted(state: string, report: (lines: readonly string[]) => void): Promise<void> {
+  if (!notificationsWanted()) return;
+  const problem = await notifySystemd(state);
+  if (problem !== null) report([problem]);
+}
+
+/** Calls `onStopping` at the first SIGTERM, then `close()`; resolves to 0 once that has drained; a second SIGTERM resolves at once. (SIGINT keeps its default: the process ends at once, as the reference's does.) */
+export function drainOnSignal(close: () => Promise<void>, onStopping: () => void): Promise<number> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    process.on('SIGTERM', () => {
+      if (stopping) resolve(0);
+      if (!stopping) onStopping();
+      stopping = true;
+      void close().then(() => resolve(0));
+    });
+  });
 }

@@ -10,10 +10,9 @@ import { formatConnectionRecord } from '../connection-log.js';
 import type { MetricsServer } from '../metrics.js';
 import { startExporter } from './exporter.js';
 import { isProxyProtocolVersion, type ProxyProtocolVersion } from '../proxy-protocol.js';
-import { forgetListenEnvironment, isSystemdAddress, notificationsWanted, notifySystemd } from '../systemd.js';
-import type { ReloadOutcome } from '../dispatcher.js';
+import { forgetListenEnvironment, isSystemdAddress } from '../systemd.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
-import { SyslogSender, detach, notifyParentReady, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
+import { SyslogSender, detach, drainOnSignal, notifyIfWanted, notifyParentReady, reloadLine, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
 import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
 import { WarningCoalescer, addressProblem, errorText, fallbackNotice, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPED_USAGE } from './usage.js';
@@ -235,23 +234,12 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
   }
   if (detached && !config.waitForDns) released();
   forgetListenEnvironment();
-  const notify = (state: string): Promise<void> =>
-    notificationsWanted()
-      ? notifySystemd(state).then((problem) => {
-          if (problem !== null) report([problem]);
-        })
-      : Promise.resolve();
-  void notify('READY=1');
-  const code = await drainOnSignal(tunnel, () => void notify('STOPPING=1'));
+  void notifyIfWanted('READY=1', report);
+  const code = await drainOnSignal(() => tunnel.close(), () => void notifyIfWanted('STOPPING=1', report));
   await exporter?.close();
   warnings.flush();
   syslog?.close();
   return code;
-}
-
-/** The line a finished reload prints. */
-export function reloadLine(outcome: ReloadOutcome): string {
-  return `Reloaded: keys ${outcome.keys ? 'read again' : 'kept'}, target ${outcome.target ? 're-resolved' : 'kept'}`;
 }
 
 /** Best-effort removal of a pidfile this run wrote before failing. */
@@ -261,17 +249,4 @@ function removePidfile(path: string): void {
   } catch {
     // already gone or not ours to remove any more (after -u)
   }
-}
-
-/** Calls `onStopping` at the first SIGTERM; resolves to 0 once it has drained the tunnel; a second SIGTERM ends at once. (SIGINT keeps its default: the process ends at once, as the reference's does.) */
-function drainOnSignal(tunnel: Tunnel, onStopping: () => void): Promise<number> {
-  return new Promise((resolve) => {
-    let stopping = false;
-    process.on('SIGTERM', () => {
-      if (stopping) resolve(0);
-      if (!stopping) onStopping();
-      stopping = true;
-      void tunnel.close().then(() => resolve(0));
-    });
-  });
 }
