@@ -1,15 +1,17 @@
 // --log-connections: one key=value line per ended connection, with C peers:
 // ok (bytes each way, which key), a wrong key, -g against -f, a target that
 // refuses, a handshake that times out, a damaged packet; -e as well as -d;
-// identical lines are never coalesced; the library's 'connection' event.
+// identical lines are never coalesced; with --syslog they go to logger(1);
+// the library's 'connection' event.
 
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import { connect as netConnect } from 'node:net';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTunnel, type ConnectionRecord } from 'spiped-native';
-import { exchange, freePort, referenceAvailable, runSpipe, startDaemon, startEchoServer, startRelay, tempDir, writeKey, type Daemon } from './helpers/processes.js';
-import { waitUntil } from './helpers/cli-run.js';
+import { OUR_SPIPED, exchange, freePort, referenceAvailable, runSpipe, startDaemon, startEchoServer, startRelay, tempDir, writeKey, type Daemon } from './helpers/processes.js';
+import { killAtTeardown, runCli, waitUntil } from './helpers/cli-run.js';
 
 const HAVE_C = referenceAvailable();
 const cTest = HAVE_C ? test.serial : test.skip;
@@ -103,6 +105,28 @@ test('identical connection lines are all written (never coalesced like warnings)
   await nthLine(t, daemon, 6);
   t.true(logLines(daemon).every((line) => line.peer === 'unix'));
   t.notRegex(daemon.stderr(), /repeated/);
+});
+
+test('with --syslog, connection lines go to the system log after detaching, each one', async (t) => {
+  const { dir, cleanup } = tempDir();
+  t.teardown(cleanup);
+  const key = writeKey(dir);
+  // A stand-in logger(1) first in PATH, recording each line it reads.
+  const bin = join(dir, 'bin');
+  mkdirSync(bin);
+  const log = join(dir, 'syslog.txt');
+  writeFileSync(join(bin, 'logger'), `#!/bin/sh\nwhile IFS= read -r line; do echo "$line" >> "${log}"; done\n`, { mode: 0o755 });
+  const source = join(dir, 'in.sock');
+  const pidfile = join(dir, 'daemon.pid');
+  killAtTeardown(t, pidfile);
+  const env = { PATH: `${bin}:${process.env['PATH'] ?? ''}` };
+  const run = await runCli(OUR_SPIPED, ['--syslog', '--log-connections', '-d', '-s', source, '-t', '[127.0.0.1]:1', '-k', key, '-p', pidfile], { dir, env });
+  t.is(run.code, 0, run.stderr);
+  for (let i = 0; i < 4; i++) await exchange({ path: source }, Buffer.alloc(0));
+  const lines = (): string[] => (existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : []);
+  t.true(await waitUntil(() => lines().length === 4, 10000), lines().join('\n'));
+  t.true(lines().every((line) => /^connection peer=unix key=- duration_ms=\d+ to_target=0 from_target=0 outcome=(handshake_failed reason=peer_closed|connect_failed reason=-)$/.test(line)), lines().join('\n'));
+  t.is(readFileSync(run.stderrPath, 'utf8'), '', 'nothing on stderr after detaching');
 });
 
 test("the library's 'connection' event carries the record", async (t) => {

@@ -25,7 +25,7 @@ import {
   writeKey,
   type Impl,
 } from './helpers/processes.js';
-import { closeServer, isAlive, killIfAlive, procStatus, runCli, waitUntil } from './helpers/cli-run.js';
+import { closeServer, isAlive, killAtTeardown, killIfAlive, procStatus, runCli, waitUntil } from './helpers/cli-run.js';
 
 const IMPLS: Impl[] = referenceAvailable() ? ['ours', 'c'] : ['ours'];
 const loopback = (port: number): string => `[127.0.0.1]:${port}`;
@@ -38,13 +38,6 @@ async function setup(t: ExecutionContext): Promise<{ dir: string; key: string; t
   const echo = await startEchoServer();
   t.teardown(() => closeServer(echo.server));
   return { dir, key: writeKey(dir), target: echo.port };
-}
-
-/** Kills, when the test ends, the daemon whose pid `pidfile` will hold. */
-function killAtTeardown(t: ExecutionContext, pidfile: string): void {
-  t.teardown(() => {
-    if (existsSync(pidfile)) killIfAlive(Number(readFileSync(pidfile, 'utf8')));
-  });
 }
 
 /** Opens a raw connection and resolves once the daemon's 32-byte nonce arrived (the connection is being served). */

@@ -4,7 +4,7 @@
 // about a process.
 
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { REPO_ROOT } from './processes.js';
@@ -133,4 +133,11 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
+}
+
+/** Kills, when the test ends (through `teardown`), the daemon whose pid `pidfile` will hold. */
+export function killAtTeardown(t: { teardown: (fn: () => void) => void }, pidfile: string): void {
+  t.teardown(() => {
+    if (existsSync(pidfile)) killIfAlive(Number(readFileSync(pidfile, 'utf8')));
+  });
 }
