@@ -18,3 +18,4 @@ export { formatConnectionRecord, CONNECTION_OUTCOMES } from './connection-log.js
 export type { ConnectionRecord, ConnectionOutcome } from './connection-log.js';
 export type { HandshakeFailureReason } from './errors.js';
 export type { ReloadOutcome } from './dispatcher.js';
+export type { TunnelStats } from './stats.js';

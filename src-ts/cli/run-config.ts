@@ -49,6 +49,7 @@ const TOP_FIELDS = ['metrics', 'user', 'tunnel'] as const;
 /** A plain table of the parsed TOML. */
 type Table = Record<string, unknown>;
 
+/** True for a TOML table (not an array, a date or a scalar). */
 function isTable(value: unknown): value is Table {
   return typeof value === 'object' && value !== null && !Array.isArray(value) && !(value instanceof Date);
 }
