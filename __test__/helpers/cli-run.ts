@@ -47,7 +47,10 @@ export function runCli(command: string, args: readonly string[], options: RunOpt
   });
   closeSync(out);
   closeSync(err);
-  if (options.stdin !== undefined) child.stdin!.end(options.stdin);
+  if (options.stdin !== undefined) {
+    child.stdin!.on('error', () => {}); // a child that exits without reading all of it (EPIPE) is the test's business, not a crash
+    child.stdin!.end(options.stdin);
+  }
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 15000);
     child.once('error', reject);
