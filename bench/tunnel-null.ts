@@ -7,7 +7,12 @@
 // spiped-sized packets (payload zero-padded to 1024 bytes, its length, 32 zero bytes
 // where the MAC goes), so the wire is the same shape as spiped's and only the crypto
 // is missing. `node build/bench/tunnel.js` runs it in the round-trip phase as the floor
-// any Node daemon pays on this machine (it is not a spiped).
+// any Node daemon pays on this machine (it is not a spiped). With -d --junk-floor it is
+// the junk phase's floor instead: per connection only what any Node `spiped -d` must do
+// before a client proves it holds the key (accept, connect to the target, send a 32-byte
+// nonce, read the client's first 320 bytes, drop both at the -o timeout or when the
+// client ends or has sent them), and no handshake or crypto beyond that.
+import { randomBytes } from 'node:crypto';
 import { createServer, connect, type Socket } from 'node:net';
 import { readChunks } from 'spiped-native/socket-reads';
 
@@ -84,7 +89,32 @@ const argv = process.argv.slice(2);
 const source = parseEndpoint(flagValue(argv, '-s'));
 const target = parseEndpoint(flagValue(argv, '-t'));
 const copy = (chunk: Buffer): Buffer => Buffer.from(chunk);
-createServer({ noDelay: true, allowHalfOpen: true }, (accepted) => {
+
+/** The junk floor's connection: the target connected at accept, a nonce sent, the client's first 320 bytes awaited, both dropped at the timeout, at the client's end, or once the 320 bytes are in. */
+function junkFloor(accepted: Socket, timeoutMs: number): void {
+  const out = connect({ ...target, allowHalfOpen: true });
+  const drop = (): void => {
+    clearTimeout(timer);
+    accepted.destroy();
+    out.destroy();
+  };
+  const timer = setTimeout(drop, timeoutMs);
+  let received = 0;
+  out.on('error', drop);
+  accepted.on('error', drop);
+  accepted.on('end', drop);
+  accepted.on('close', drop);
+  accepted.on('data', (chunk: Buffer) => {
+    received += chunk.length;
+    if (received >= 320) drop(); // a real daemon would check the MAC here and drop a junk client
+  });
+  accepted.write(randomBytes(32));
+}
+
+if (argv.includes('--junk-floor')) {
+  const timeoutMs = Number(flagValue(argv, '-o')) * 1000;
+  createServer({ allowHalfOpen: true }, (accepted) => junkFloor(accepted, timeoutMs)).listen(source.port, source.host);
+} else createServer({ noDelay: true, allowHalfOpen: true }, (accepted) => {
   const out = connect({ ...target, noDelay: true, allowHalfOpen: true });
   if (argv.includes('-e')) {
     relay(accepted, out, frame);

@@ -9,12 +9,23 @@
 //   per pair, the pairs taking turns of 250 round trips so that drift on this shared
 //   machine lands on each alike. The round-trip phase also runs the Node relay (build/bench/tunnel-null.js: the same
 // sockets and reads as our daemon, no handshake, no crypto), the floor any Node daemon
-// pays here. Prints a table (ours, C, ours/C, relay, relay/C) and the crypto backend;
+// pays here. The junk phase (--phases junk, not in the default set) floods a fresh
+// decrypting daemon of each implementation (-d -n 0 -o 5, target: the echo server)
+// with connections that never complete a handshake: (a) silent, closed once the
+// daemon's nonce arrived; (b) 400 random bytes; (c) a bare 32-byte nonce, then FIN;
+// it reports each daemon's CPU ms (utime+stime) per junk connection, cold (the
+// first --junk-cold connections of a freshly started daemon) and warm (--junk-count
+// connections after as many more unmeasured), and the daemon's VmRSS idle and while
+// it holds --junk-silent silent connections at once.
+// Prints a table (ours, C, ours/C, relay, relay/C, ours/relay) and the crypto backend;
 // --json prints one object.
 // Options: --size <MiB> (1024), --quick, --json, --only ours|c, --no-relay, --rounds <n> (median,
 // order alternates), --phases bulk,rtt,conn, --conn-seconds <s> (3, plus as long a
 // warm-up), --rtt-count <n> (10000 round trips per pair, after 2000 more), and for profiling/A-B runs only:
 // --node-arg <flag> (repeatable, e.g. --cpu-prof) and --ours-cli <path to spiped.js>.
+// Junk phase: --junk-count <n> (2000 warm), --junk-cold <n> (500), --junk-silent <n> (500 held
+// for the RSS figure), --junk-concurrency <n> (8 in flight: the C daemon listens with a
+// backlog of 10, and an overflowing accept queue would delay its connections by seconds).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -30,8 +41,10 @@ const C_SPIPED = '/usr/bin/spiped';
 
 type Impl = 'ours' | 'c' | 'relay';
 const RELAY_CLI = join(ROOT, 'build/bench/tunnel-null.js');
-type Phase = 'bulk' | 'rtt' | 'conn';
-const ALL_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn'];
+type Phase = 'bulk' | 'rtt' | 'conn' | 'junk';
+const ALL_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn', 'junk'];
+/** The phases run without --phases (junk is asked for by name). */
+const DEFAULT_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn'];
 
 /** Command-line options of the benchmark. */
 interface Options {
@@ -41,9 +54,13 @@ interface Options {
   only: 'ours' | 'c' | null;
   relay: boolean; // run the Node relay in the round-trip phase (--no-relay: don't)
   rounds: number;
-  phases: Phase[]; // --phases bulk,rtt,conn (default all)
+  phases: Phase[]; // --phases bulk,rtt,conn,junk (default bulk,rtt,conn)
   connSeconds: number;
   rttCount: number;
+  junkCount: number; // junk connections per kind measured warm
+  junkCold: number; // junk connections per kind measured on a fresh daemon (then as many more as warm-up)
+  junkSilent: number; // silent connections held at once for the RSS figure
+  junkConcurrency: number; // junk connections in flight
   oursCli: string; // our daemon's entry point (--ours-cli, default dist/cli/spiped.js), for A/B runs of a scratch build
   nodeArgs: string[]; // extra node flags for our daemons (--node-arg, e.g. --cpu-prof); breaks "launched alike", for profiling only
 }
@@ -51,7 +68,7 @@ interface Options {
 /** Parses argv into Options; exits 2 with a message on bad usage. */
 function parseOptions(argv: readonly string[]): Options {
   const usage = (msg: string): never => {
-    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--no-relay] [--rounds <n>]\n       [--phases bulk,rtt,conn] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n`);
+    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--no-relay] [--rounds <n>]\n       [--phases bulk,rtt,conn,junk] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n       [--junk-count <n>] [--junk-cold <n>] [--junk-silent <n>] [--junk-concurrency <n>]\n`);
     process.exit(2);
   };
   let size: number | null = null;
@@ -60,9 +77,14 @@ function parseOptions(argv: readonly string[]): Options {
   let only: 'ours' | 'c' | null = null;
   let relay = true;
   let rounds = 1;
-  let phases: Phase[] = [...ALL_PHASES];
+  let phases: Phase[] = [...DEFAULT_PHASES];
   let connSeconds: number | null = null;
   let rttCount: number | null = null;
+  const junk = { count: null as number | null, cold: null as number | null, silent: null as number | null, concurrency: 8 };
+  const count = (name: string, text: string): number => {
+    const n = Number(text);
+    return Number.isInteger(n) && n >= 1 ? n : usage(`${name} must be a positive integer`);
+  };
   const nodeArgs: string[] = [];
   let oursCli = join(ROOT, 'dist/cli/spiped.js');
   for (let i = 0; i < argv.length; i++) {
@@ -90,7 +112,11 @@ function parseOptions(argv: readonly string[]): Options {
     } else if (a === '--rtt-count') {
       rttCount = Number(value());
       if (!Number.isInteger(rttCount) || rttCount < 1) usage('--rtt-count must be a positive integer');
-    } else if (a === '--node-arg') nodeArgs.push(value());
+    } else if (a === '--junk-count') junk.count = count(a, value());
+    else if (a === '--junk-cold') junk.cold = count(a, value());
+    else if (a === '--junk-silent') junk.silent = count(a, value());
+    else if (a === '--junk-concurrency') junk.concurrency = count(a, value());
+    else if (a === '--node-arg') nodeArgs.push(value());
     else if (a === '--ours-cli') oursCli = value();
     else usage(`unknown option ${a}`);
   }
@@ -104,6 +130,10 @@ function parseOptions(argv: readonly string[]): Options {
     phases,
     connSeconds: connSeconds ?? (quick ? 0.3 : 3),
     rttCount: rttCount ?? (quick ? 1000 : 10_000),
+    junkCount: junk.count ?? (quick ? 200 : 2000),
+    junkCold: junk.cold ?? (quick ? 100 : 500),
+    junkSilent: junk.silent ?? (quick ? 100 : 500),
+    junkConcurrency: junk.concurrency,
     oursCli,
     nodeArgs,
   };
@@ -583,6 +613,127 @@ async function runRoundTrips(impls: readonly Impl[], keyFile: string, server: Ta
   }
 }
 
+// ---- junk connections ---------------------------------------------------------------------
+
+type JunkKind = 'silent' | 'random400' | 'nonce';
+const JUNK_KINDS: readonly JunkKind[] = ['silent', 'random400', 'nonce'];
+const NONCE_LEN = 32;
+
+/** CPU milliseconds of a daemon per junk connection of one kind. */
+interface JunkCost {
+  cold: number; // over the first OPTS.junkCold connections of a freshly started daemon
+  warm: number; // over OPTS.junkCount connections after 2 * OPTS.junkCold
+}
+
+/** Result of the junk phase for one implementation. */
+interface JunkResult {
+  cost: Record<JunkKind, JunkCost>;
+  rssIdle: number; // VmRSS MiB of a fresh -d once listening
+  rssSilent: number; // VmRSS MiB while it holds OPTS.junkSilent silent connections
+  held: number; // how many of those were still open when VmRSS was read
+}
+
+/** The decrypting daemon the junk phase floods: the same flags for both implementations. */
+function startJunkDaemon(impl: Impl, keyFile: string, targetPort: number, port: number): Promise<Daemon> {
+  const addr = (p: number): string => `[127.0.0.1]:${p}`;
+  const args = ['-d', '-F', '-s', addr(port), '-t', addr(targetPort), '-k', keyFile, '-n', '0', '-o', '5'];
+  // The Node relay stands in as the floor: the least any Node -d does per junk connection.
+  return startDaemon(impl, `${impl} junk D`, impl === 'relay' ? [...args, '--junk-floor'] : args, port);
+}
+
+/**
+ * Opens a connection to `port` and misbehaves as `kind` says: 'silent' sends
+ * nothing and closes once the daemon's nonce has arrived; 'random400' sends 400
+ * random bytes and waits for the daemon to drop it; 'nonce' sends 32 random
+ * bytes and a FIN. Resolves once the socket has closed, to the socket if `hold`
+ * (a silent one is then left open once its nonce arrived); rejects after 10 s.
+ */
+function junkConnection(port: number, kind: JunkKind, hold = false): Promise<Socket> {
+  const attempt = new Promise<Socket>((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port });
+    let connected = false;
+    let received = 0;
+    s.on('error', () => {}); // the daemon may reset it: one of the ends expected
+    s.once('connect', () => {
+      connected = true;
+      if (kind === 'random400') s.write(randomBytes(400));
+      else if (kind === 'nonce') s.end(randomBytes(NONCE_LEN));
+    });
+    s.on('data', (d: Buffer) => {
+      received += d.length;
+      if (kind !== 'silent' || received < NONCE_LEN) return;
+      if (hold) resolve(s);
+      else s.end();
+    });
+    s.once('close', () => (connected ? resolve(s) : reject(new Error(`junk connection (${kind}) to ${port} failed`))));
+  });
+  return withTimeout(attempt, 10_000, `junk connection (${kind})`);
+}
+
+/** Runs `count` junk connections of `kind` to `port`, OPTS.junkConcurrency at a time. */
+async function junkRun(port: number, kind: JunkKind, count: number): Promise<void> {
+  let started = 0;
+  const worker = async (): Promise<void> => {
+    while (started < count) {
+      started++;
+      await junkConnection(port, kind);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(OPTS.junkConcurrency, count) }, worker));
+}
+
+/** CPU milliseconds `d` spends per junk connection over `count` connections of `kind`. */
+async function junkCost(d: Daemon, port: number, kind: JunkKind, count: number): Promise<number> {
+  const cpu0 = cpuSeconds(d.pid);
+  await junkRun(port, kind, count);
+  const ms = ((cpuSeconds(d.pid) - cpu0) / count) * 1000;
+  if (d.child.exitCode !== null || d.child.signalCode !== null) throw new Error(`${d.name} died: ${d.stderr.join('')}`);
+  return ms;
+}
+
+/** The junk phase for `impl`: per kind a fresh daemon, cold then warm; then a fresh daemon holding silent connections for VmRSS. */
+async function runJunk(impl: Impl, keyFile: string, targetPort: number): Promise<JunkResult> {
+  const costOf = async (kind: JunkKind): Promise<JunkCost> => {
+    const port = await freePort();
+    const d = await startJunkDaemon(impl, keyFile, targetPort, port);
+    try {
+      const cold = await junkCost(d, port, kind, OPTS.junkCold);
+      await junkRun(port, kind, OPTS.junkCold); // warm-up, not measured
+      const warm = await junkCost(d, port, kind, OPTS.junkCount);
+      progress(`${impl}: junk ${kind}: ${cold.toFixed(3)} ms/conn cold, ${warm.toFixed(3)} warm`);
+      return { cold, warm };
+    } finally {
+      await stopDaemon(d);
+    }
+  };
+  const cost: Record<JunkKind, JunkCost> = {
+    silent: await costOf('silent'),
+    random400: await costOf('random400'),
+    nonce: await costOf('nonce'),
+  };
+  const port = await freePort();
+  const d = await startJunkDaemon(impl, keyFile, targetPort, port);
+  const sockets: Socket[] = [];
+  try {
+    const rssIdle = vmMiB(d.pid, 'VmRSS');
+    let opened = 0;
+    const worker = async (): Promise<void> => {
+      while (opened < OPTS.junkSilent) {
+        opened++;
+        sockets.push(await junkConnection(port, 'silent', true));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(OPTS.junkConcurrency, OPTS.junkSilent) }, worker));
+    const held = sockets.filter((s) => !s.destroyed && !s.readableEnded).length;
+    const rssSilent = vmMiB(d.pid, 'VmRSS');
+    progress(`${impl}: VmRSS ${rssIdle.toFixed(1)} MiB idle, ${rssSilent.toFixed(1)} MiB holding ${held} silent connections`);
+    return { cost, rssIdle, rssSilent, held };
+  } finally {
+    for (const s of sockets) s.destroy();
+    await stopDaemon(d);
+  }
+}
+
 // ---- one implementation, one round ----------------------------------------------------------
 
 /** Every metric of one implementation in one round (a phase left out by --phases is missing). */
@@ -591,6 +742,7 @@ interface ImplResult {
   rtt?: RttResult;
   connPfs?: ConnResult;
   connFast?: ConnResult;
+  junk?: JunkResult;
   rssIdleE: number; // VmRSS MiB of E once listening (idle)
 }
 
@@ -625,6 +777,7 @@ async function runImpl(impl: Impl, keyFile: string, server: TargetServer, target
       await stopPair(pair);
     }
   }
+  if (want('junk')) result.junk = await runJunk(impl, keyFile, targetPort);
   return result;
 }
 
@@ -655,6 +808,12 @@ const METRICS: Metric[] = [
   { label: '1-byte RTT p50 (µs)', get: (r) => r.rtt?.p50, digits: 0 },
   { label: '1-byte RTT p99 (µs)', get: (r) => r.rtt?.p99, digits: 0 },
   { label: 'CPU µs per round trip, E+D', get: (r) => r.rtt && r.rtt.cpuE + r.rtt.cpuD, digits: 1 },
+  ...JUNK_KINDS.flatMap((kind): Metric[] => [
+    { label: `junk ${kind}: D CPU ms/conn, cold`, get: (r) => r.junk?.cost[kind].cold, digits: 3 },
+    { label: `junk ${kind}: D CPU ms/conn, warm`, get: (r) => r.junk?.cost[kind].warm, digits: 3 },
+  ]),
+  { label: 'junk: VmRSS D idle (MiB)', get: (r) => r.junk?.rssIdle, digits: 1 },
+  { label: 'junk: VmRSS D holding silent conns (MiB)', get: (r) => r.junk?.rssSilent, digits: 1 },
 ];
 
 /** Median of the defined, finite values of `xs`; undefined if there are none. */
@@ -675,12 +834,13 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
   const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
     a !== undefined && b !== undefined && b !== 0 ? a / b : undefined;
   const withRelay = results.relay.length > 0;
-  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C', ...(withRelay ? ['Node relay', 'relay/C'] : [])]];
+  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C', ...(withRelay ? ['Node relay', 'relay/C', 'ours/relay'] : [])]];
   for (const m of METRICS) {
     const o = median(results.ours.map(m.get));
     const c = median(results.c.map(m.get));
     const r = median(results.relay.map(m.get));
-    const relayCells = withRelay ? [fmt(r, m.digits), fmt(ratio(r, c), 2)] : [];
+    if (o === undefined && c === undefined && r === undefined) continue; // a phase not run
+    const relayCells = withRelay ? [fmt(r, m.digits), fmt(ratio(r, c), 2), fmt(ratio(o, r), 2)] : [];
     rows.push([m.label, fmt(o, m.digits), fmt(c, m.digits), fmt(ratio(o, c), 2), ...relayCells]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
@@ -688,7 +848,17 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
   const out = [
     `spiped tunnel benchmark: client -> E(-e) -> D(-d) -> server on 127.0.0.1, both daemons -F -n 0, same key`,
     `crypto backend (ours): ${backend}`,
-    `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips each after ${RTT_WARM_UP}, in turns of ${RTT_BLOCK} between the pairs; rounds ${OPTS.rounds} (median)`,
+    ...(OPTS.phases.some((phase) => phase !== 'junk')
+      ? [
+          `bulk ${OPTS.sizeMiB} MiB one direction (after 16 MiB warm-up); connections ${OPTS.connSeconds} s each after as long a warm-up; ${OPTS.rttCount} round trips each after ${RTT_WARM_UP}, in turns of ${RTT_BLOCK} between the pairs`,
+        ]
+      : []),
+    `rounds ${OPTS.rounds} (median)`,
+    ...(OPTS.phases.includes('junk')
+      ? [
+          `junk: a fresh -d -n 0 -o 5 per kind; CPU per connection over the first ${OPTS.junkCold} (cold), then ${OPTS.junkCold} unmeasured, then ${OPTS.junkCount} (warm); ${OPTS.junkConcurrency} in flight; CPU in ${(1000 / CLK_TCK).toFixed(0)} ms ticks (/proc/<pid>/stat: one tick is ${(1000 / CLK_TCK / OPTS.junkCold).toFixed(3)} ms per connection cold, ${(1000 / CLK_TCK / OPTS.junkCount).toFixed(3)} warm); VmRSS holding ${OPTS.junkSilent} silent connections`,
+        ]
+      : []),
     `cpus ${cpus().length} x ${cpus()[0]?.model ?? '?'}; load average at end ${loadavg().map((x) => x.toFixed(2)).join(' ')}; node ${process.version}`,
     '',
     line(rows[0]!),
@@ -710,7 +880,7 @@ async function main(): Promise<void> {
     if (existsSync(C_SPIPED)) impls.push('c');
     else progress(`${C_SPIPED} not found: measuring ours only`);
   }
-  if (OPTS.relay && OPTS.phases.includes('rtt')) {
+  if (OPTS.relay && (OPTS.phases.includes('rtt') || OPTS.phases.includes('junk'))) {
     if (existsSync(RELAY_CLI)) impls.push('relay');
     else progress(`${RELAY_CLI} not found (run npm run build:ts): no Node relay`);
   }
@@ -730,7 +900,8 @@ async function main(): Promise<void> {
       const order = round % 2 === 0 ? impls : [...impls].reverse();
       const roundResults = new Map<Impl, ImplResult>();
       for (const impl of order) {
-        roundResults.set(impl, impl === 'relay' ? { rssIdleE: NaN } : await runImpl(impl, keyFile, server, targetPort));
+        if (impl !== 'relay') roundResults.set(impl, await runImpl(impl, keyFile, server, targetPort));
+        else roundResults.set(impl, { rssIdleE: NaN, ...(OPTS.phases.includes('junk') ? { junk: await runJunk(impl, keyFile, targetPort) } : {}) });
       }
       if (OPTS.phases.includes('rtt')) {
         const rtts = await runRoundTrips(order, keyFile, server, targetPort);

@@ -5,10 +5,9 @@
 import { createServer as netCreateServer, type Server, type Socket } from 'node:net';
 import { parseAddress, resolveAddress, type Endpoint } from './address.js';
 import { connectToTarget, runHandshake, tuneSocket } from './connection.js';
-import { prepareDiffieHellman } from './handshake.js';
+import { MAX_SERVER_KEYS, preparePfsServer } from './handshake.js';
 import { Dispatcher } from './dispatcher.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { MAX_SERVER_KEYS } from './handshake.js';
 import { loadEach, loadKey, loadKeys, type KeySource } from './keyfile.js';
 import { SecureStream } from './secure-stream.js';
 import { inheritedSocket, isSystemdAddress } from './systemd.js';
@@ -131,7 +130,7 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
   checkSessionOptions(options);
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
   const keyReady = loadKeys(keySources(options.key, true));
-  if (!(options.fast ?? false)) prepareDiffieHellman();
+  const releaseDhPool = options.fast ?? false ? () => {} : preparePfsServer();
   const server = netCreateServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket: Socket) => {
     socket.on('error', () => {}); // failures surface through the handshake or the SecureStream
     keyReady
@@ -155,7 +154,10 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
       );
   });
   keyReady.catch((err: unknown) => server.emit('error', err));
-  server.on('close', () => void keyReady.then((keys) => keys.forEach((key) => key.fill(0)), () => {}));
+  server.on('close', () => {
+    releaseDhPool();
+    void keyReady.then((keys) => keys.forEach((key) => key.fill(0)), () => {});
+  });
   return server;
 }
 

@@ -8,17 +8,18 @@
 
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { linkSync, statSync, unlinkSync } from 'node:fs';
+import { linkSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
 import { runConnection, type ConnectionOptions, type ConnectionTally } from './connection.js';
 import { outcomeOf, peerOf, trafficByDirection, type ConnectionRecord } from './connection-log.js';
 import { TunnelCounters, type TunnelStats } from './stats.js';
-import { prepareDiffieHellman } from './handshake.js';
+import { preparePfsServer } from './handshake.js';
 import { KeyRing } from './key-ring.js';
 import { SYSTEMD_PREFIX, type InheritedSocket } from './systemd.js';
 import { SpipedError, asSpipedError } from './errors.js';
+import { warmUp } from './warmup.js';
 
 /** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
 export const MAX_QUEUED_CONNECTIONS = 128;
@@ -32,11 +33,11 @@ interface FileIdentity {
   ino: number;
 }
 
-/** The identity of the file at `path`, or null if there is none. */
+/** The identity of the socket at `path` itself (a symlink is not followed), or null if there is no socket there. */
 function identityOf(path: string): FileIdentity | null {
   try {
-    const { dev, ino } = statSync(path);
-    return { dev, ino };
+    const stats = lstatSync(path);
+    return stats.isSocket() ? { dev: stats.dev, ino: stats.ino } : null;
   } catch {
     return null;
   }
@@ -90,6 +91,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private ownSocketFile: FileIdentity | null = null;
   private readonly drained: Promise<void>;
   private onDrained: () => void = () => {};
+  /** Gives back this daemon's lease on the DH pool (PFS only). */
+  private releaseDhPool: () => void = () => {};
 
   private constructor(options: DispatcherOptions) {
     super();
@@ -99,15 +102,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.counters = new TunnelCounters(options.mode);
     this.connectionOptions = { ...options, keys: this.keyRing, targets: () => this.targets };
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
-    this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => this.keyRing.close());
+    this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => {
+      this.keyRing.close();
+      this.releaseDhPool();
+    });
   }
 
   /** Starts listening on `options.source`; resolves once bound, rejects if the source cannot be bound. */
   static async listen(options: DispatcherOptions): Promise<Dispatcher> {
-    if (!options.fast) prepareDiffieHellman();
     const dispatcher = new Dispatcher(options);
     await dispatcher.bind();
+    if (!options.fast) dispatcher.releaseDhPool = preparePfsServer(); // once bound: its worker starts while the daemon already listens
     dispatcher.scheduleResolution();
+    void warmUp(); // in the background: the daemon serves meanwhile
     return dispatcher;
   }
 
@@ -212,7 +219,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.ownSocketFile = identityOf(path);
   }
 
-  /** Removes the source socket file if the path still refers to the socket this process created (never another's). */
+  /** Removes the source socket file if the path still is the socket this process created (never another's, nor a symlink to ours). Someone who can write the directory could still swap the path between the check and the unlink: Node has no unlinkat(2) on a held directory. */
   private removeOwnSocketFile(): void {
     const own = this.ownSocketFile;
     const source = this.options.source;

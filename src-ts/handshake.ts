@@ -15,6 +15,7 @@ import {
 } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { PacketOpener, PacketSealer } from './crypto/index.js';
+import { leaseDhPool, takePooledPair } from './dh-pool.js';
 import { SpipedError, peerError } from './errors.js';
 
 /** Bytes in a nonce, a DH value, an HMAC, and a whole `y || HMAC(y)` message. */
@@ -46,6 +47,12 @@ const CLEARED_EXPONENT = Buffer.from([1]);
 export function prepareDiffieHellman(): DiffieHellman {
   modp14 ??= createDiffieHellman(MODP14_PRIME, 2);
   return modp14;
+}
+
+/** For PFS daemons and servers: creates the group-14 object and leases the pool of DH pairs computed ahead off the event loop (dh-pool.ts); call the returned function once the daemon or server has closed. */
+export function preparePfsServer(): () => void {
+  prepareDiffieHellman();
+  return leaseDhPool(MODP14_PRIME);
 }
 
 /** Runs `use` with the process's group-14 object holding `exponent`, then overwrites the exponent inside OpenSSL. */
@@ -133,9 +140,11 @@ export function deriveDhmacKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer): { 
   return { dhmacC: dk1.subarray(0, 32), dhmacS: dk1.subarray(32, 64) };
 }
 
-/** Picks x = 2^258 + 256 random bits and y = 2^x mod p; in fast mode y = 1 and no exponent. */
+/** Picks x = 2^258 + 256 random bits and y = 2^x mod p (from the pool when it has a pair ready); in fast mode y = 1 and no exponent. */
 export function createDhContribution(fast: boolean): DhContribution {
   if (fast) return { y: DH_ONE, exponent: null };
+  const pooled = takePooledPair();
+  if (pooled !== null) return pooled;
   const exponent = Buffer.alloc(33); // outside the shared pool, so that wiping it wipes the only copy
   exponent[0] = 0x04; // 2^258
   randomFillSync(exponent, 1);

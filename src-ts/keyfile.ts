@@ -1,10 +1,11 @@
 // Owns the shared secret: K = SHA256(every byte of the key file), from a path,
 // from standard input ("-"), or from bytes the caller already holds. A file or
-// stdin is hashed as a stream, one chunk at a time, each chunk wiped once hashed:
+// stdin is hashed as a stream, read into one buffer of ours, wiped at the end:
 // the key file is never held whole (so `-k /dev/zero` reads for ever in constant
 // memory, as the reference does).
 
 import { createHash, type Hash } from 'node:crypto';
+import { read } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { SpipedError } from './errors.js';
 
@@ -35,11 +36,35 @@ async function hashFile(path: string, hash: Hash): Promise<void> {
   }
 }
 
-/** Feeds every byte of standard input into `hash`, wiping each chunk once hashed. */
+/** One read(2) of up to `buffer.length` bytes from `fd` into `buffer`; resolves to the count. */
+function readInto(fd: number, buffer: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => read(fd, buffer, 0, buffer.length, null, (err, count) => (err ? reject(err) : resolve(count))));
+}
+
+/**
+ * Feeds every byte of standard input into `hash`: read(2) on fd 0 into one buffer of ours
+ * (wiped at the end; a directory or a bad descriptor fails as it does for the reference);
+ * a non-blocking stdin (EAGAIN) goes on through process.stdin, each chunk wiped once hashed.
+ */
 async function hashStdin(hash: Hash): Promise<void> {
-  for await (const part of process.stdin) {
-    const chunk = part as Buffer;
-    hash.update(chunk);
+  const chunk = Buffer.alloc(KEY_CHUNK);
+  try {
+    for (;;) {
+      let count: number;
+      try {
+        count = await readInto(0, chunk);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        for await (const part of process.stdin) {
+          hash.update(part as Buffer);
+          (part as Buffer).fill(0);
+        }
+        return;
+      }
+      if (count === 0) return;
+      hash.update(chunk.subarray(0, count));
+    }
+  } finally {
     chunk.fill(0);
   }
 }

@@ -4,7 +4,7 @@
 // about a process.
 
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { REPO_ROOT } from './processes.js';
@@ -99,6 +99,24 @@ export function killIfAlive(pid: number | undefined): void {
 export function procStatus(pid: number, field: string): string[] {
   const match = new RegExp(`^${field}:[ \\t]*(.*)$`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return match === null ? [] : match[1]!.split(/\s+/).filter((word) => word !== '');
+}
+
+/** The number of file descriptors open in process `pid` (/proc/<pid>/fd). */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** The resident set size of process `pid` in MiB (VmRSS of /proc/<pid>/status). */
+export function rssMiB(pid: number): number {
+  const [kiB] = procStatus(pid, 'VmRSS');
+  if (kiB === undefined) throw new Error(`no VmRSS for pid ${pid}`);
+  return Number(kiB) / 1024;
+}
+
+/** Polls fdCount(pid) until it is at most `baseline`; resolves to the last count (above `baseline` after `timeoutMs`). */
+export async function fdsSettle(pid: number, baseline: number, timeoutMs = 5000): Promise<number> {
+  await waitUntil(() => fdCount(pid) <= baseline, timeoutMs);
+  return fdCount(pid);
 }
 
 /** A server that accepts connections and never sends a byte (holds them until closed). */

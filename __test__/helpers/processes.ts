@@ -199,17 +199,20 @@ export async function startDaemon(
   };
 }
 
-/** An echo server: every connection gets its bytes back, and its EOF after them. */
-export function startEchoServer(): Promise<{ server: Server; port: number; connections: () => number }> {
+/** An echo server: every connection gets its bytes back, and its EOF after them; `open()` counts connections not yet closed. */
+export function startEchoServer(): Promise<{ server: Server; port: number; connections: () => number; open: () => number }> {
   let connections = 0;
+  let open = 0;
   const server = createServer({ allowHalfOpen: true }, (socket) => {
     connections += 1;
+    open += 1;
     socket.on('error', () => {});
+    socket.once('close', () => (open -= 1));
     socket.pipe(socket);
   });
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () =>
-      resolve({ server, port: (server.address() as AddressInfo).port, connections: () => connections }),
+      resolve({ server, port: (server.address() as AddressInfo).port, connections: () => connections, open: () => open }),
     );
   });
 }
@@ -274,26 +277,36 @@ export interface Tamper {
   bit?: number;
 }
 
+/**
+ * One direction of a relay: each chunk from `from` goes to `onChunk` with the
+ * count of bytes of this direction before it (`onChunk` writes it to `to`, or
+ * not); EOF is passed on as a FIN, an error or a reset destroys `to`.
+ */
+export function relayDirection(from: Socket, to: Socket, onChunk: (chunk: Buffer, seen: number) => void): void {
+  let seen = 0;
+  from.on('data', (chunk: Buffer) => {
+    onChunk(chunk, seen);
+    seen += chunk.length;
+  });
+  from.on('end', () => to.end());
+  from.on('error', () => to.destroy());
+  from.on('close', (hadError) => hadError && to.destroy());
+}
+
 /** A TCP relay from `listenPort` to `targetPort` that flips one bit, as `tamper` says, in its first connection only. */
 export function startRelay(listenPort: number, targetPort: number, firstTamper: Tamper | null): Promise<Server> {
   let connections = 0;
   const server = createServer({ allowHalfOpen: true }, (client) => {
     const tamper = connections++ === 0 ? firstTamper : null;
     const upstream = connect({ port: targetPort, host: '127.0.0.1', allowHalfOpen: true });
-    const forward = (from: Socket, to: Socket, direction: Tamper['direction']): void => {
-      let seen = 0;
-      from.on('data', (chunk: Buffer) => {
+    const forward = (from: Socket, to: Socket, direction: Tamper['direction']): void =>
+      relayDirection(from, to, (chunk, seen) => {
         if (tamper !== null && tamper.direction === direction && tamper.offset >= seen && tamper.offset < seen + chunk.length) {
           chunk = Buffer.from(chunk);
           chunk[tamper.offset - seen]! ^= 1 << (tamper.bit ?? 0);
         }
-        seen += chunk.length;
         to.write(chunk);
       });
-      from.on('end', () => to.end());
-      from.on('error', () => to.destroy());
-      from.on('close', (hadError) => hadError && to.destroy());
-    };
     forward(client, upstream, 'toServer');
     forward(upstream, client, 'toClient');
   });

@@ -3,11 +3,11 @@
 // until the child is listening), the pidfile, switching user and group after
 // binding (-u), sending warnings to the system log (--syslog, through one
 // long-lived logger(1) fed line by line), and the signals' life cycle shared by
-// spiped and `spiped-native run` (SIGTERM drain, reload lines, systemd
+// spiped and `spiped-native run` (the first SIGTERM, reload lines, systemd
 // notifications).
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import type { ReloadOutcome } from '../dispatcher.js';
 import { notificationsWanted, notifySystemd } from '../systemd.js';
 import { strerror } from './messages.js';
@@ -27,10 +27,13 @@ export function takeDaemonChildMarker(): boolean {
 /** How long the parent waits for the detached daemon by default (SPIPED_NATIVE_START_TIMEOUT overrides, in seconds). */
 export const DEFAULT_START_TIMEOUT_SECONDS = 30;
 
-/** The parent's wait for the detached daemon, in ms: SPIPED_NATIVE_START_TIMEOUT seconds when set to a positive number, else the default. */
+/** The longest delay a Node timer takes (2^31-1 ms). */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** The wait for the detached daemon, in ms: SPIPED_NATIVE_START_TIMEOUT seconds when set to a positive number (at most about 24.8 days, a timer's limit), else the default. */
 export function startTimeoutMs(): number {
   const seconds = Number(process.env['SPIPED_NATIVE_START_TIMEOUT']);
-  return (Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_START_TIMEOUT_SECONDS) * 1000;
+  return Math.min((Number.isFinite(seconds) && seconds > 0 ? seconds : DEFAULT_START_TIMEOUT_SECONDS) * 1000, MAX_TIMER_MS);
 }
 
 /**
@@ -38,9 +41,9 @@ export function startTimeoutMs(): number {
  * with stdout/stderr inherited (as the reference keeps them) and standard input too when
  * `inheritStdin` (-k -: the daemon itself hashes the key as it streams in). Resolves to 0
  * once the child is ready, else to its failure code; if it is not ready within `timeoutMs`,
- * kills it and resolves to 1 with a message.
+ * kills it, removes the pidfile it may have written, and resolves to 1 with a message.
  */
-export function detach(program: string, inheritStdin: boolean, timeoutMs: number): Promise<number> {
+export function detach(program: string, inheritStdin: boolean, timeoutMs: number, pidfile: string): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
       detached: true,
@@ -59,6 +62,7 @@ export function detach(program: string, inheritStdin: boolean, timeoutMs: number
     const timer = setTimeout(() => {
       process.stderr.write(`${program}: The daemon was not ready within ${timeoutMs / 1000} seconds; stopped it\n`);
       child.kill('SIGKILL');
+      removeOwnPidfile(pidfile, child.pid);
       settle(1);
     }, timeoutMs);
     child.on('message', (message) => {
@@ -72,8 +76,35 @@ export function detach(program: string, inheritStdin: boolean, timeoutMs: number
   });
 }
 
+/** Removes `path` if it holds `pid` (a pidfile a killed child wrote); best effort. */
+function removeOwnPidfile(path: string, pid: number | undefined): void {
+  try {
+    if (pid !== undefined && readFileSync(path, 'utf8') === String(pid)) unlinkSync(path);
+  } catch {
+    // not written, or not ours
+  }
+}
+
+/** True once notifyParentReady() ran in this (child) process. */
+let readyNotified = false;
+
+/**
+ * Child side, from the start: ends this process (exit 1) if the waiting parent goes away
+ * (Ctrl-C, a kill) or if it is not ready within `timeoutMs`, so that a parent that gave up
+ * never leaves a daemon behind; both stop once notifyParentReady() ran.
+ */
+export function watchParent(timeoutMs: number): void {
+  const timer = setTimeout(() => process.exit(1), timeoutMs);
+  timer.unref();
+  if (!process.connected) process.exit(1); // gone before this process got this far
+  process.once('disconnect', () => {
+    if (!readyNotified) process.exit(1);
+  });
+}
+
 /** Child side: tells the waiting parent that the daemon is up, and drops the IPC channel. */
 export function notifyParentReady(): void {
+  readyNotified = true;
   if (process.send === undefined || !process.connected) return; // the parent is gone: nobody to tell
   process.send(READY, () => {
     if (process.connected) process.disconnect();
@@ -129,6 +160,9 @@ export function switchIdentity(spec: string): string[] {
   return warnings;
 }
 
+/** Bytes of warnings queued for logger(1) beyond which further lines are dropped. */
+const MAX_LOGGER_BACKLOG = 64 * 1024;
+
 /** Restarts of logger(1) allowed per minute before --syslog gives up for that minute (a logger that cannot start must not become a fork loop). */
 const MAX_LOGGER_STARTS_PER_MINUTE = 5;
 
@@ -149,11 +183,12 @@ export class SyslogSender {
     this.tag = tag;
   }
 
-  /** Hands `line` to the system log (newlines inside it become spaces). */
+  /** Hands `line` to the system log (newlines inside it become spaces); dropped while logger has MAX_LOGGER_BACKLOG bytes unread (a stalled logger must not grow the daemon). */
   send(line: string): void {
     const logger = this.child ?? this.start();
-    if (logger === null) return;
-    logger.stdin?.write(`${line.replace(/[\r\n]+/g, ' ')}\n`);
+    const input = logger?.stdin;
+    if (input === null || input === undefined || input.writableLength > MAX_LOGGER_BACKLOG) return;
+    input.write(`${line.replace(/[\r\n]+/g, ' ')}\n`);
   }
 
   /** Closes logger's input (it exits once it has logged what it read). */
@@ -199,15 +234,19 @@ export async function notifyIfWanted(state: string, report: (lines: readonly str
   if (problem !== null) report([problem]);
 }
 
-/** Calls `onStopping` at the first SIGTERM, then `close()`; resolves to 0 once that has drained; a second SIGTERM resolves at once. (SIGINT keeps its default: the process ends at once, as the reference's does.) */
-export function drainOnSignal(close: () => Promise<void>, onStopping: () => void): Promise<number> {
+/**
+ * Resolves at the first SIGTERM once `serving()` (the tunnel is up); one that arrives before
+ * that (still resolving, -D waiting for DNS) exits 0 at once, as there is nothing to drain;
+ * a second SIGTERM exits at once. (SIGINT keeps its default: the process ends at once, as
+ * the reference's does.)
+ */
+export function firstSigterm(serving: () => boolean): Promise<void> {
   return new Promise((resolve) => {
     let stopping = false;
     process.on('SIGTERM', () => {
-      if (stopping) resolve(0);
-      if (!stopping) onStopping();
+      if (stopping || !serving()) process.exit(0);
       stopping = true;
-      void close().then(() => resolve(0));
+      resolve();
     });
   });
 }

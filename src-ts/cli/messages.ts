@@ -88,7 +88,7 @@ export function startupFailureLines(err: unknown, addresses: readonly string[]):
   if (code === 'EKEYFILE') {
     const keyFile = (err as SpipedError).keyFile ?? '';
     const why = strerror(cause);
-    if (keyFile === '-') return [`Error reading standard input: ${why}`, 'Error reading shared secret'];
+    if (keyFile === '-') return [`Error reading from stdin: ${why}`, 'Error reading shared secret'];
     const opened = codeOf(cause) === 'EISDIR' || codeOf(cause) === 'EIO';
     return [`${opened ? 'Error reading file' : 'Cannot open file'}: ${keyFile}: ${why}`, 'Error reading shared secret'];
   }

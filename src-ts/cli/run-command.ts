@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createTunnel, type Tunnel } from '../api.js';
 import { formatConnectionRecord } from '../connection-log.js';
 import { forgetListenEnvironment } from '../systemd.js';
-import { drainOnSignal, notifyIfWanted, reloadLine, switchIdentity } from './daemon.js';
+import { firstSigterm, notifyIfWanted, reloadLine, switchIdentity } from './daemon.js';
 import { startExporter } from './exporter.js';
 import { WarningCoalescer, errorText, fallbackNotice, startupFailureLines, strerror, warn } from './messages.js';
 import { parseRunConfig, type RunTunnel } from './run-config.js';
@@ -43,6 +43,8 @@ export async function runTunnels(args: readonly string[]): Promise<number> {
   const report = (lines: readonly string[]): void => {
     for (const line of lines) warnings.report(line);
   };
+  let serving = false;
+  const sigterm = firstSigterm(() => serving);
   const notice = fallbackNotice();
   if (notice !== null) report([notice]);
   // Until every tunnel is up, SIGHUP is ignored rather than fatal.
@@ -82,8 +84,11 @@ export async function runTunnels(args: readonly string[]): Promise<number> {
   process.off('SIGHUP', onEarlySighup);
   forgetListenEnvironment();
   void notifyIfWanted('READY=1', report);
-  const code = await drainOnSignal(closeAll, () => void notifyIfWanted('STOPPING=1', report));
+  serving = true;
+  await sigterm;
+  void notifyIfWanted('STOPPING=1', report);
+  await closeAll(); // every tunnel stops accepting; resolves once the last connection has ended
   await exporter?.close();
   warnings.flush();
-  return code;
+  return 0;
 }

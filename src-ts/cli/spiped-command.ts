@@ -12,7 +12,19 @@ import { startExporter } from './exporter.js';
 import { isProxyProtocolVersion, type ProxyProtocolVersion } from '../proxy-protocol.js';
 import { forgetListenEnvironment, isSystemdAddress } from '../systemd.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
-import { SyslogSender, detach, drainOnSignal, notifyIfWanted, notifyParentReady, reloadLine, startTimeoutMs, switchIdentity, takeDaemonChildMarker, writePidfile } from './daemon.js';
+import {
+  SyslogSender,
+  detach,
+  firstSigterm,
+  notifyIfWanted,
+  notifyParentReady,
+  reloadLine,
+  startTimeoutMs,
+  switchIdentity,
+  takeDaemonChildMarker,
+  watchParent,
+  writePidfile,
+} from './daemon.js';
 import { argumentError, getopt, optionSpecs, parseNonNegativeDouble, parseUnsigned, type ParseOutcome } from './getopt.js';
 import { WarningCoalescer, addressProblem, errorText, fallbackNotice, startupFailureLines, warn } from './messages.js';
 import { REFERENCE_VERSION, SPIPED_USAGE } from './usage.js';
@@ -148,6 +160,7 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
     return 1;
   }
   const isDaemonChild = takeDaemonChildMarker();
+  if (isDaemonChild) watchParent(startTimeoutMs());
   if (process.pid === 1) {
     // As init (in a container) no signal has a default action: exit at once on SIGINT, as the reference does.
     warn(PROGRAM, ['WARNING: Applying workaround for Docker signal-handling bug']);
@@ -155,11 +168,13 @@ export async function runSpiped(argv: readonly string[]): Promise<number> {
   }
   if (config.foreground || isDaemonChild) return serve(config, isDaemonChild);
   // -k -: the daemon inherits standard input and hashes the key as it streams in.
-  return detach(PROGRAM, config.keys.includes('-'), startTimeoutMs());
+  return detach(PROGRAM, config.keys.includes('-'), startTimeoutMs(), config.pidfile);
 }
 
 /** The daemon itself (in the foreground, or as the detached child); resolves to the exit code. */
 async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
+  let serving = false;
+  const sigterm = firstSigterm(() => serving);
   const syslog = config.syslog ? new SyslogSender(PROGRAM) : null; // starts logger(1) at its first line
   let toSyslog = false; // once detached
   const writeLine = (line: string): void => {
@@ -167,79 +182,84 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
     else warn(PROGRAM, [line]);
   };
   const warnings = new WarningCoalescer(writeLine); // connection log lines bypass it: each one is written
-
   const report = (lines: readonly string[]): void => {
     for (const line of lines) warnings.report(line);
   };
-  const daemonize = (): void => {
-    writePidfile(config.pidfile);
-  };
-  const released = (): void => {
-    notifyParentReady();
-    toSyslog = config.syslog;
-  };
-  // The crypto backend is loaded (and its fallback notice printed by the daemon itself) before -u can drop the rights to read it.
-  const notice = fallbackNotice();
-  if (notice !== null) report([notice]);
-  if (detached && config.waitForDns) {
-    // -D: the reference daemonizes before resolving, then waits for DNS in the background.
-    try {
-      daemonize();
-    } catch (err) {
-      report([errorText(err)]);
-      return 1;
-    }
-    released();
-  }
   // Until the tunnel is up, a SIGHUP under --reload-on-sighup is ignored rather than fatal.
   const onEarlySighup = (): void => {};
   if (config.reloadOnSighup) process.on('SIGHUP', onEarlySighup);
-  let tunnel: Tunnel;
-  try {
-    tunnel = await createTunnel({
-      mode: config.mode,
-      source: config.source,
-      target: config.target,
-      key: config.keys,
-      bind: config.bind,
-      fast: config.fast,
-      requirePfs: config.requirePfs,
-      timeout: config.timeout,
-      maxConnections: config.maxConnections,
-      keepAlive: config.keepAlive,
-      resolveEvery: config.resolveEvery,
-      waitForDns: config.waitForDns,
-      proxyProtocol: config.proxyProtocol,
-    });
-  } catch (err) {
-    report(startupFailureLines(err, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
-    return 1;
-  }
-  tunnel.on('warning', (message) => report([message]));
-  if (config.reloadOnSighup) {
-    process.on('SIGHUP', () => void tunnel.reload().then((outcome) => report([reloadLine(outcome)])));
-    process.off('SIGHUP', onEarlySighup);
-  }
-  tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
-  if (config.logConnections) tunnel.on('connection', (record) => writeLine(formatConnectionRecord(record)));
   let exporter: MetricsServer | null = null;
   try {
-    if (config.metrics !== undefined) exporter = await startExporter(config.metrics, () => [{ name: config.source, stats: () => tunnel.stats() }]);
-    if (detached && !config.waitForDns) daemonize();
-    if (config.user !== undefined) report(switchIdentity(config.user));
-  } catch (err) {
-    report(errorText(err).split('\n'));
-    if (detached) removePidfile(config.pidfile);
-    return 1;
+    const daemonize = (): void => {
+      writePidfile(config.pidfile);
+    };
+    const released = (): void => {
+      notifyParentReady();
+      toSyslog = config.syslog;
+    };
+    // The crypto backend is loaded (and its fallback notice printed by the daemon itself) before -u can drop the rights to read it.
+    const notice = fallbackNotice();
+    if (notice !== null) report([notice]);
+    if (detached && config.waitForDns) {
+      // -D: the reference daemonizes before resolving, then waits for DNS in the background.
+      try {
+        daemonize();
+      } catch (err) {
+        report([errorText(err)]);
+        return 1;
+      }
+      released();
+    }
+    let tunnel: Tunnel;
+    try {
+      tunnel = await createTunnel({
+        mode: config.mode,
+        source: config.source,
+        target: config.target,
+        key: config.keys,
+        bind: config.bind,
+        fast: config.fast,
+        requirePfs: config.requirePfs,
+        timeout: config.timeout,
+        maxConnections: config.maxConnections,
+        keepAlive: config.keepAlive,
+        resolveEvery: config.resolveEvery,
+        waitForDns: config.waitForDns,
+        proxyProtocol: config.proxyProtocol,
+      });
+    } catch (err) {
+      report(startupFailureLines(err, [config.bind ?? '', config.source, config.target].filter((text) => text !== '')));
+      return 1;
+    }
+    tunnel.on('warning', (message) => report([message]));
+    if (config.reloadOnSighup) {
+      process.on('SIGHUP', () => void tunnel.reload().then((outcome) => report([reloadLine(outcome)])));
+      process.off('SIGHUP', onEarlySighup);
+    }
+    tunnel.on('connectionError', () => {}); // the reference says nothing about a failed connection
+    if (config.logConnections) tunnel.on('connection', (record) => writeLine(formatConnectionRecord(record)));
+    try {
+      if (config.metrics !== undefined) exporter = await startExporter(config.metrics, () => [{ name: config.source, stats: () => tunnel.stats() }]);
+      if (detached && !config.waitForDns) daemonize();
+      if (config.user !== undefined) report(switchIdentity(config.user));
+    } catch (err) {
+      report(errorText(err).split('\n'));
+      if (detached) removePidfile(config.pidfile);
+      return 1;
+    }
+    if (detached && !config.waitForDns) released();
+    forgetListenEnvironment();
+    void notifyIfWanted('READY=1', report);
+    serving = true;
+    await sigterm;
+    void notifyIfWanted('STOPPING=1', report);
+    await tunnel.close(); // stops accepting, resolves once the last connection has ended
+    return 0;
+  } finally {
+    await exporter?.close();
+    warnings.flush(); // the counts of repeats still pending
+    syslog?.close();
   }
-  if (detached && !config.waitForDns) released();
-  forgetListenEnvironment();
-  void notifyIfWanted('READY=1', report);
-  const code = await drainOnSignal(() => tunnel.close(), () => void notifyIfWanted('STOPPING=1', report));
-  await exporter?.close();
-  warnings.flush();
-  syslog?.close();
-  return code;
 }
 
 /** Best-effort removal of a pidfile this run wrote before failing. */

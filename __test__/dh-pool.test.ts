@@ -1,0 +1,85 @@
+// The pool of DH pairs computed ahead (dh-pool.ts): every pair is a valid
+// group-14 pair (y = 2^x mod p, x = 2^258 + 256 bits), none is handed out twice,
+// handshakes of a PFS server take their values from it (no modexp for y on the
+// event loop), it refills in the background, and once the last lease is given
+// back its worker stops and what was left is gone (the process can exit).
+
+import test from 'ava';
+import { randomBytes } from 'node:crypto';
+import { POOL_SIZE, pooledPairCount, takePooledPair } from 'spiped-native/dh-pool';
+import { MODP14_PRIME, handshake, prepareDiffieHellman, preparePfsServer, type HandshakeOptions } from 'spiped-native/handshake';
+import { socketPair } from './helpers/processes.js';
+import { waitUntil } from './helpers/cli-run.js';
+
+const toBigInt = (bytes: Uint8Array): bigint => BigInt(`0x${Buffer.from(bytes).toString('hex') || '0'}`);
+
+/** base^exponent mod modulus by square-and-multiply. */
+function modPow(base: bigint, exponent: bigint, modulus: bigint): bigint {
+  let result = 1n;
+  let b = base % modulus;
+  for (let e = exponent; e > 0n; e >>= 1n) {
+    if (e & 1n) result = (result * b) % modulus;
+    b = (b * b) % modulus;
+  }
+  return result;
+}
+
+const options = (role: 'client' | 'server', key: Buffer): HandshakeOptions => ({ role, key, fast: false, requirePfs: false, timeoutMs: 5000 });
+
+test.serial('before it starts there is no pool; once started it fills with valid, distinct pairs', async (t) => {
+  t.is(takePooledPair(), null, 'no pool in a process that never started one (spipe, connect())');
+  t.teardown(preparePfsServer());
+  t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000), `filled to ${pooledPairCount()}`);
+  const p = toBigInt(MODP14_PRIME);
+  const seen = new Set<string>();
+  for (let i = 0; i < POOL_SIZE; i++) {
+    const pair = takePooledPair();
+    if (pair === null || pair.exponent === null) return t.fail('the pool ran dry');
+    t.is(pair.y.length, 256);
+    t.is(pair.exponent.length, 33);
+    t.is(pair.exponent[0], 0x04, 'x = 2^258 + 256 random bits');
+    t.is(modPow(2n, toBigInt(pair.exponent), p), toBigInt(pair.y), 'y = 2^x mod p');
+    const hex = pair.exponent.toString('hex');
+    t.false(seen.has(hex), 'never the same exponent twice');
+    seen.add(hex);
+    pair.exponent.fill(0);
+  }
+  t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000), 'refilled in the background');
+});
+
+test.serial('PFS handshakes take their own values from the pool: no modexp for y on the event loop', async (t) => {
+  t.teardown(preparePfsServer());
+  t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000));
+  const dh = prepareDiffieHellman();
+  const generateKeys = dh.generateKeys.bind(dh);
+  let modexps = 0;
+  dh.generateKeys = ((...args: Parameters<typeof dh.generateKeys>) => {
+    modexps += 1;
+    return generateKeys(...args);
+  }) as typeof dh.generateKeys;
+  t.teardown(() => void delete (dh as { generateKeys?: unknown }).generateKeys);
+  const key = randomBytes(32);
+  const [a, b] = await socketPair();
+  const [client, server] = await Promise.all([handshake(a, options('client', key)), handshake(b, options('server', key))]);
+  t.is(modexps, 0, 'both sides took pooled pairs');
+  t.true(pooledPairCount() < POOL_SIZE, 'two pairs left the pool');
+  const sealed = client.sealer.seal(Buffer.from('pooled'));
+  t.is(server.opener.open(sealed).toString(), 'pooled', 'the sides agree on the session keys');
+  a.destroy();
+  b.destroy();
+});
+
+test.serial('the last lease given back stops the worker and drops the pairs left', async (t) => {
+  const first = preparePfsServer();
+  const second = preparePfsServer();
+  t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000));
+  first();
+  first(); // idempotent: one lease is still held
+  t.is(pooledPairCount(), POOL_SIZE, 'still leased: the pool stays');
+  const held = takePooledPair();
+  t.not(held, null);
+  second();
+  t.is(pooledPairCount(), 0, 'no lease left: the pairs are gone');
+  t.is(takePooledPair(), null, 'and none is handed out');
+  // Serial tests run first and none holds a lease now, so ava can see this process exit (an unref'd, stopped worker).
+});
