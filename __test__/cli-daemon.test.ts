@@ -21,7 +21,7 @@ import {
   writeKey,
   type Impl,
 } from './helpers/processes.js';
-import { closeServer, isAlive, killIfAlive, procStatus, runCli, startSilentServer, waitUntil } from './helpers/cli-run.js';
+import { closeServer, isAlive, killAtTeardown, killIfAlive, procStatus, runCli, startSilentServer, waitUntil } from './helpers/cli-run.js';
 
 const IMPLS: Impl[] = referenceAvailable() ? ['ours', 'c'] : ['ours'];
 const loopback = (port: number): string => `[127.0.0.1]:${port}`;
@@ -39,13 +39,6 @@ async function echo(t: ExecutionContext): Promise<number> {
   const server = await startEchoServer();
   t.teardown(() => closeServer(server.server));
   return server.port;
-}
-
-/** Kills, when the test ends, the daemon whose pid `pidfile` will hold (call before starting it). */
-function killAtTeardown(t: ExecutionContext, pidfile: string): void {
-  t.teardown(() => {
-    if (existsSync(pidfile)) killIfAlive(Number(readFileSync(pidfile, 'utf8')));
-  });
 }
 
 /** Reads the pid a detached daemon wrote (the bare number, as the reference writes it). */

@@ -56,6 +56,11 @@ const SPIPED_CASES: readonly (readonly string[])[] = [
   [...VALID, '-o', '1', '-o', '1'],
   ...['abc', '-1', '0.5', 'inf', 'nan'].map((r) => [...VALID, '-r', r, '-R']),
   [...VALID, '-R', '-R'],
+  // A second -k is the reference's usage error except on a line with -d (several keys, see keys.test.ts).
+  ['-e', '-s', LOCAL, '-t', '[127.0.0.1]:2', '-k', NO_KEY, '-k', NO_KEY],
+  ['-k', NO_KEY, '-k', NO_KEY, '-e', '-s', LOCAL, '-t', '[127.0.0.1]:2'],
+  ['-e', '-k', NO_KEY, '-k', NO_KEY, '-Z'],
+  ['-k', NO_KEY, '-k', NO_KEY, '-s', LOCAL, '-t', '[127.0.0.1]:2'],
   // Accepted values: the run gets as far as the key file.
   ...['-1', '0', '0x10', '010', ' 5', '+5', '501'].map((n) => [...VALID, '-n', n]),
   ...['0', '-0', 'inf', '0.5', '1e3', '0x1p3'].map((o) => [...VALID, '-o', o]),

@@ -6,8 +6,8 @@
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo, Server } from 'node:net';
-import { connect, createServer, Dispatcher, hashKeyBytes, SpipedError, type Endpoint } from 'spiped-native';
-import { exchange, freePort, OUR_SPIPE, startDaemon, tempDir, writeKey } from './helpers/processes.js';
+import { connect, createServer, Dispatcher, hashKeyBytes, SpipedError } from 'spiped-native';
+import { exchange, fastDispatcherBase, freePort, loopbackEndpoint, OUR_SPIPE, startDaemon, tempDir, writeKey } from './helpers/processes.js';
 import { waitUntil } from './helpers/cli-run.js';
 import { spawn } from 'node:child_process';
 
@@ -16,20 +16,10 @@ function listen(server: Server, host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve) => server.listen(0, host, () => resolve((server.address() as AddressInfo).port)));
 }
 
-const endpoint = (port: number): Endpoint => ({ kind: 'inet', address: '127.0.0.1', family: 4, port });
+const endpoint = loopbackEndpoint;
 
 /** The options of an encrypting -f dispatcher on a free loopback port, keyed by `keyFile` (the key file's bytes). */
-const encryptingDispatcher = (keyFile: Buffer) =>
-  ({
-    mode: 'encrypt',
-    key: hashKeyBytes(keyFile),
-    fast: true,
-    requirePfs: false,
-    timeoutMs: 5000,
-    keepAlive: true,
-    bind: null,
-    source: endpoint(0),
-  }) as const;
+const encryptingDispatcher = (keyFile: Buffer) => fastDispatcherBase('encrypt', [hashKeyBytes(keyFile)]);
 
 test('-r: the target is re-resolved on schedule, and a failed lookup keeps the old addresses', async (t) => {
   const key = randomBytes(32);

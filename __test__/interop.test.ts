@@ -3,15 +3,14 @@
 // IPv6 addresses, and what each does with a wrong key, garbage and tampering.
 
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import {
-  C_SPIPE,
-  OUR_SPIPE,
   exchange,
   freePort,
   referenceAvailable,
+  runSpipe,
+  sinkPairSetup,
   startDaemon,
   startEchoServer,
   startRelay,
@@ -85,14 +84,7 @@ for (const [eFlag, dFlag] of [
   for (const encryptor of IMPLS) {
     for (const decryptor of IMPLS) {
       test.serial(`${encryptor} -e ${eFlag} → ${decryptor} -d ${dFlag}: no connection`, async (t) => {
-        const { dir, cleanup } = tempDir();
-        t.teardown(cleanup);
-        const key = writeKey(dir);
-        const sink = await startSinkServer();
-        t.teardown(() => sink.server.close());
-        const [dPort, ePort] = [await freePort(), await freePort()];
-        const daemons: Daemon[] = [];
-        t.teardown(() => Promise.all(daemons.map((d) => d.stop())));
+        const { key, sink, dPort, ePort, daemons } = await sinkPairSetup((fn) => t.teardown(fn));
         daemons.push(await startDaemon(decryptor, ['-d', '-s', loopback(dPort), '-t', loopback(sink.port), '-k', key, dFlag], { port: dPort }));
         daemons.push(await startDaemon(encryptor, ['-e', '-s', loopback(ePort), '-t', loopback(dPort), '-k', key, eFlag], { port: ePort }));
         const started = Date.now();
@@ -104,19 +96,6 @@ for (const [eFlag, dFlag] of [
       });
     }
   }
-}
-
-/** Runs a spipe (ours or C) with `data` on stdin; resolves to its stdout, stderr and exit code. */
-function runSpipe(impl: Impl, args: string[], data: Buffer): Promise<{ stdout: Buffer; stderr: string; code: number | null }> {
-  const child =
-    impl === 'ours' ? spawn(process.execPath, [OUR_SPIPE, ...args]) : spawn(C_SPIPE, args);
-  const out: Buffer[] = [];
-  let stderr = '';
-  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  child.stdin.on('error', () => {});
-  child.stdin.end(data);
-  return new Promise((resolve) => child.on('close', (code) => resolve({ stdout: Buffer.concat(out), stderr, code })));
 }
 
 for (const client of IMPLS) {

@@ -5,11 +5,13 @@
 import { createServer as netCreateServer, type Server, type Socket } from 'node:net';
 import { parseAddress, resolveAddress, type Endpoint } from './address.js';
 import { connectToTarget, runHandshake, tuneSocket } from './connection.js';
-import { preparePfsServer } from './handshake.js';
+import { MAX_SERVER_KEYS, preparePfsServer } from './handshake.js';
 import { Dispatcher } from './dispatcher.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { loadKey, type KeySource } from './keyfile.js';
+import { loadEach, loadKey, loadKeys, type KeySource } from './keyfile.js';
 import { SecureStream } from './secure-stream.js';
+import { inheritedSocket, isSystemdAddress } from './systemd.js';
+import { isProxyProtocolVersion, type ProxyProtocolVersion } from './proxy-protocol.js';
 
 /** A running daemon (createTunnel); close() drains it like SIGTERM. */
 export type Tunnel = Dispatcher;
@@ -26,7 +28,7 @@ export const MAX_TIMER_SECONDS = Math.floor((2 ** 31 - 1) / 1000);
 
 /** Options shared by every entry point. */
 export interface SessionOptions {
-  key: KeySource; // a key file's path, or the key file's bytes (hashed like a file)
+  key: KeySource | readonly KeySource[]; // a key file's path, or the key file's bytes (hashed like a file); a server (createServer, a decrypting tunnel) takes several
   fast?: boolean; // -f: no forward secrecy
   requirePfs?: boolean; // -g: refuse peers using -f
   timeout?: number; // -o: seconds for connecting and for the handshake (default 5)
@@ -42,13 +44,14 @@ export interface ConnectOptions extends SessionOptions {
 /** Options of createTunnel(). */
 export interface TunnelOptions extends SessionOptions {
   mode: 'encrypt' | 'decrypt'; // -e or -d
-  source: string; // -s
+  source: string; // -s; "systemd:" / "systemd:<name>" for a socket passed by systemd (see README "systemd")
   target: string; // -t
   maxConnections?: number; // -n (default 100, 0 = unlimited)
   keepAlive?: boolean; // default true (-j turns it off)
   resolveEvery?: number | null; // -r seconds (default 60); null or 0 = never (-R)
   bind?: string; // -b
   waitForDns?: boolean; // -D: retry failed lookups every second until they succeed
+  proxyProtocol?: ProxyProtocolVersion | null; // 'v1' | 'v2': start each connection's plaintext with a PROXY header (see README "PROXY protocol"); default none
 }
 
 /** Checks the option combinations every entry point shares; throws TypeError. */
@@ -60,6 +63,20 @@ function checkSessionOptions(options: SessionOptions): void {
   if (!(timeout > 0) || timeout > MAX_TIMER_SECONDS) {
     throw new TypeError(`timeout must be a number of seconds in (0, ${MAX_TIMER_SECONDS}]`);
   }
+}
+
+/** The key sources of `key` as a list; throws TypeError for none, too many, or several where `several` is false (a client's one key). */
+function keySources(key: SessionOptions['key'], several: boolean): readonly KeySource[] {
+  const sources: readonly KeySource[] = Array.isArray(key) ? key : [key as KeySource];
+  if (sources.length === 0) throw new TypeError('key: at least one key is needed');
+  if (!several && sources.length > 1) throw new TypeError('key: only a decrypting server takes several keys; a client (connect, encrypt mode) takes one');
+  if (sources.length > MAX_SERVER_KEYS) throw new TypeError(`key: at most ${MAX_SERVER_KEYS} keys`);
+  return sources;
+}
+
+/** Fresh keys for a reload: key files read again, in order; a key from standard input or from bytes is kept (copied from `current`, which is in the same order); throws EKEYFILE, having wiped what it read. */
+function reloadKeys(sources: readonly KeySource[], current: readonly Buffer[]): Promise<Buffer[]> {
+  return loadEach(sources, async (source, i) => (typeof source === 'string' && source !== '-' ? loadKey(source) : Buffer.from(current[i]!)));
 }
 
 /** Resolves a -b address to one endpoint (port optional). */
@@ -85,9 +102,10 @@ async function resolveTargetAddress(text: string, waitForDns: boolean): Promise<
 /** spipe in-process: connects and handshakes as client; resolves to a plaintext Duplex, rejects with a SpipedError. */
 export async function connect(options: ConnectOptions): Promise<SecureStream> {
   checkSessionOptions(options);
+  const [source] = keySources(options.key, false);
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
   const endpoints = await resolveAddress(parseAddress(options.target)); // resolved before the key is read, as the reference does
-  const key = await loadKey(options.key);
+  const key = await loadKey(source!);
   let socket: Socket | null = null;
   try {
     socket = await connectToTarget(endpoints, { timeoutMs, bind: await resolveBind(options.bind) });
@@ -111,7 +129,7 @@ export async function connect(options: ConnectOptions): Promise<SecureStream> {
 export function createServer(options: SessionOptions, onConnection: (plain: SecureStream) => void): Server {
   checkSessionOptions(options);
   const timeoutMs = (options.timeout ?? DEFAULTS.timeout) * 1000;
-  const keyReady = loadKey(options.key);
+  const keyReady = loadKeys(keySources(options.key, true));
   const releaseDhPool = options.fast ?? false ? () => {} : preparePfsServer();
   const server = netCreateServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket: Socket) => {
     socket.on('error', () => {}); // failures surface through the handshake or the SecureStream
@@ -138,7 +156,7 @@ export function createServer(options: SessionOptions, onConnection: (plain: Secu
   keyReady.catch((err: unknown) => server.emit('error', err));
   server.on('close', () => {
     releaseDhPool();
-    void keyReady.then((key) => key.fill(0), () => {});
+    void keyReady.then((keys) => keys.forEach((key) => key.fill(0)), () => {});
   });
   return server;
 }
@@ -157,15 +175,19 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
   if (resolveEvery !== null && !(resolveEvery >= 0 && resolveEvery <= MAX_TIMER_SECONDS)) {
     throw new TypeError(`resolveEvery must be null or a number of seconds in [0, ${MAX_TIMER_SECONDS}]`);
   }
+  const proxyProtocol = options.proxyProtocol ?? null;
+  if (proxyProtocol !== null && !isProxyProtocolVersion(proxyProtocol)) throw new TypeError(`proxyProtocol must be 'v1', 'v2' or null`);
+  const sources = keySources(options.key, options.mode === 'decrypt');
   const waitForDns = options.waitForDns ?? false;
   const target = parseAddress(options.target);
-  const [source] = await resolveTargetAddress(options.source, waitForDns);
+  const [source] = isSystemdAddress(options.source) ? [inheritedSocket(options.source)] : await resolveTargetAddress(options.source, waitForDns);
   const targets = await resolveTargetAddress(options.target, waitForDns);
-  const key = await loadKey(options.key); // after resolving, as the reference does (its messages come in that order)
+  const key = await loadKeys(sources); // after resolving, as the reference does (its messages come in that order)
   try {
     return await Dispatcher.listen({
       mode: options.mode,
-      key,
+      keys: key,
+      reloadKeys: (current) => reloadKeys(sources, current),
       fast: options.fast ?? false,
       requirePfs: options.requirePfs ?? false,
       timeoutMs: (options.timeout ?? DEFAULTS.timeout) * 1000,
@@ -176,9 +198,10 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
       targets,
       resolveEverySeconds: resolveEvery === null || resolveEvery === 0 ? null : resolveEvery,
       maxConnections,
+      proxyProtocol,
     });
   } catch (err) {
-    key.fill(0); // every failure after the key was loaded wipes it (a running tunnel wipes it once drained)
+    for (const k of key) k.fill(0); // every failure after the keys were loaded wipes them (a running tunnel wipes them once drained)
     throw asSpipedError(err, 'EADDRESS', 'Could not start the tunnel');
   }
 }

@@ -10,18 +10,21 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { formatEndpoint, type Endpoint } from './address.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { handshake, type Role, type Session } from './handshake.js';
-import { pipePackets } from './pipe.js';
+import type { KeyRing } from './key-ring.js';
+import { proxyHeader, type ProxyProtocolVersion } from './proxy-protocol.js';
+import { pipePackets, type PipeTraffic } from './pipe.js';
 
 /** How the daemon treats each connection. */
 export interface ConnectionOptions {
   mode: 'encrypt' | 'decrypt'; // -e or -d
-  key: Buffer; // K = SHA256(key file)
+  keys: KeyRing; // K = SHA256(key file) for each -k; -d may hold several (the peer's first DH message picks one); a reload replaces them
   fast: boolean; // -f
   requirePfs: boolean; // -g
   timeoutMs: number; // -o, for connecting and for the handshake
   keepAlive: boolean; // false with -j
   bind: Endpoint | null; // -b: local address for outgoing connections
   targets: () => readonly Endpoint[]; // the target's current addresses (re-resolved by the dispatcher)
+  proxyProtocol: ProxyProtocolVersion | null; // --proxy-protocol: a header describing the accepted peer starts the plaintext stream
 }
 
 /** What connecting out needs: where from and how long. */
@@ -101,7 +104,7 @@ function ignoreLateError(): void {}
 export async function runHandshake(
   socket: Socket,
   role: Role,
-  options: Pick<ConnectionOptions, 'key' | 'fast' | 'requirePfs' | 'timeoutMs'>,
+  options: { key: Buffer | readonly Buffer[] } & Pick<ConnectionOptions, 'fast' | 'requirePfs' | 'timeoutMs'>,
 ): Promise<Session> {
   try {
     return await handshake(socket, {
@@ -116,27 +119,50 @@ export async function runHandshake(
   }
 }
 
-/** Carries `accepted` through its whole life; resolves when both sockets closed cleanly, rejects with what ended it. */
-export async function runConnection(accepted: Socket, options: ConnectionOptions): Promise<void> {
+/** What a connection has done so far, filled in as it goes (for connection logs and metrics). */
+export interface ConnectionTally extends PipeTraffic {
+  keyIndex: number | null; // which key the handshake used (0 = the first -k), once done
+}
+
+/** Carries `accepted` through its whole life, filling in `tally`; resolves when both sockets closed cleanly, rejects with what ended it. */
+export async function runConnection(
+  accepted: Socket,
+  options: ConnectionOptions,
+  tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 },
+): Promise<void> {
   accepted.on('error', ignoreLateError);
   // Both modes connect to the target at once (-d while it handshakes); a target that connects after a failure is closed at once.
   const connecting = connectToTarget(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind });
   connecting.catch(ignoreLateError);
+  // The keys are leased for the handshake only (a reload meanwhile wipes the old ones once it is over).
+  const lease = options.keys.acquire();
   try {
     let plain: Socket;
     let encrypted: Socket;
     let session: Session;
-    if (options.mode === 'encrypt') {
-      plain = accepted;
-      encrypted = await connecting;
-      session = await runHandshake(encrypted, 'client', options);
-    } else {
-      encrypted = accepted;
-      [session, plain] = await Promise.all([runHandshake(accepted, 'server', options), connecting]);
+    const settings = { key: lease.keys, fast: options.fast, requirePfs: options.requirePfs, timeoutMs: options.timeoutMs };
+    try {
+      if (options.mode === 'encrypt') {
+        plain = accepted;
+        encrypted = await connecting;
+        session = await runHandshake(encrypted, 'client', settings);
+      } else {
+        encrypted = accepted;
+        [session, plain] = await Promise.all([runHandshake(accepted, 'server', settings), connecting]);
+      }
+    } finally {
+      lease.release();
     }
+    tally.keyIndex = session.keyIndex;
     tuneSocket(plain, options.keepAlive);
     tuneSocket(encrypted, options.keepAlive);
-    await pipePackets(plain, encrypted, session);
+    if (options.proxyProtocol !== null) {
+      // -e: sealed as the first plaintext (a C -d passes it on unchanged); -d: written to the target before anything opened.
+      const header = proxyHeader(options.proxyProtocol, accepted);
+      if (options.mode === 'encrypt') encrypted.write(session.sealer.seal(header));
+      else plain.write(header);
+    }
+    await pipePackets(plain, encrypted, session, tally);
   } catch (err) {
     accepted.destroy();
     connecting.then((target) => target.destroy(), ignoreLateError);

@@ -3,7 +3,8 @@
 // place, so that closing removes it only while the path is still ours), the -n
 // connection limit (queueing what arrives at the limit, as the kernel backlog does
 // for the reference), periodic re-resolution of the target (-r/-R, one lookup at a
-// time), and the SIGTERM-style drain performed by close().
+// time), reload() (SIGHUP: the keys re-read, the target re-resolved, live
+// connections untouched), and the SIGTERM-style drain performed by close().
 
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -11,8 +12,12 @@ import { linkSync, lstatSync, unlinkSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
-import { runConnection, type ConnectionOptions } from './connection.js';
+import { runConnection, type ConnectionOptions, type ConnectionTally } from './connection.js';
+import { outcomeOf, peerOf, trafficByDirection, type ConnectionRecord } from './connection-log.js';
+import { TunnelCounters, type TunnelStats } from './stats.js';
 import { preparePfsServer } from './handshake.js';
+import { KeyRing } from './key-ring.js';
+import { SYSTEMD_PREFIX, type InheritedSocket } from './systemd.js';
 import { SpipedError, asSpipedError } from './errors.js';
 import { warmUp } from './warmup.js';
 
@@ -39,8 +44,10 @@ function identityOf(path: string): FileIdentity | null {
 }
 
 /** Everything the dispatcher needs, besides the per-connection options. */
-export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets'> {
-  source: Endpoint; // where to listen (resolved once at start)
+export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets' | 'keys'> {
+  keys: readonly Buffer[]; // K for each -k (owned from now on: wiped once replaced and unused, and when drained)
+  reloadKeys?: (current: readonly Buffer[]) => Promise<Buffer[]>; // how reload() gets fresh keys (fresh buffers; default: keeps the current ones)
+  source: Endpoint | InheritedSocket; // where to listen (resolved once at start), or a listening socket passed by systemd
   target: SocketAddress; // where to connect, re-resolved every resolveEverySeconds
   targets: readonly Endpoint[]; // the target's addresses, resolved at start
   resolveEverySeconds: number | null; // -r; null for -R (never)
@@ -48,10 +55,17 @@ export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets'> {
   resolve?: (address: SocketAddress) => Promise<Endpoint[]>; // how to re-resolve the target (default: DNS via resolveAddress)
 }
 
+/** What a reload did: whether the keys were replaced and the target re-resolved (a failure keeps the old ones and is emitted as a 'warning'). */
+export interface ReloadOutcome {
+  keys: boolean;
+  target: boolean;
+}
+
 /** Events a Dispatcher emits. */
 export interface DispatcherEvents {
   warning: [message: string]; // something the daemon would print (limit reached, failed re-resolution)
   connectionError: [error: SpipedError]; // one connection failed; the daemon goes on
+  connection: [record: ConnectionRecord]; // a served connection has ended, whichever way (after any connectionError)
 }
 
 /** A listening spiped daemon. */
@@ -61,7 +75,13 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   private readonly connectionOptions: ConnectionOptions;
   private readonly server: Server;
   private readonly queued: Socket[] = [];
+  private readonly keyRing: KeyRing;
+  private readonly counters: TunnelCounters;
+  /** The tallies of the connections being served (read only by stats()). */
+  private readonly live = new Set<ConnectionTally>();
   private targets: readonly Endpoint[];
+  /** The last target lookup (each one starts only once the previous one has finished). */
+  private lookup: Promise<boolean> = Promise.resolve(true);
   private active = 0;
   private closing = false;
   private resolveTimer: NodeJS.Timeout | null = null;
@@ -78,10 +98,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     super();
     this.options = options;
     this.targets = options.targets;
-    this.connectionOptions = { ...options, targets: () => this.targets };
+    this.keyRing = new KeyRing(options.keys);
+    this.counters = new TunnelCounters(options.mode);
+    this.connectionOptions = { ...options, keys: this.keyRing, targets: () => this.targets };
     this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
     this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => {
-      options.key.fill(0);
+      this.keyRing.close();
       this.releaseDhPool();
     });
   }
@@ -104,13 +126,39 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** The address actually bound (useful with port 0). */
   address(): Endpoint {
     const bound = this.server.address();
-    if (bound === null || typeof bound === 'string') return this.options.source;
+    const source = this.options.source;
+    if (typeof bound === 'string') return { kind: 'unix', path: bound };
+    if (bound === null) return source.kind === 'fd' ? { kind: 'unix', path: `${SYSTEMD_PREFIX}${source.name}` } : source;
     return { kind: 'inet', address: bound.address, family: bound.family === 'IPv6' ? 6 : 4, port: bound.port };
+  }
+
+  /** The tunnel's counters now (see TunnelStats). */
+  stats(): TunnelStats {
+    return this.counters.snapshot(this.live, this.active, this.queued.length);
   }
 
   /** The target addresses currently in use. */
   currentTargets(): readonly Endpoint[] {
     return this.targets;
+  }
+
+  /**
+   * SIGHUP: re-reads the keys (all or nothing: if any cannot be read, all the old ones stay and a
+   * 'warning' says why) and re-resolves the target (a failed lookup keeps the old addresses);
+   * live connections are untouched. Never rejects.
+   */
+  async reload(): Promise<ReloadOutcome> {
+    let keys = false;
+    if (this.options.reloadKeys !== undefined && !this.closing) {
+      try {
+        this.keyRing.replace(await this.options.reloadKeys(this.keyRing.keys));
+        keys = true;
+      } catch (err) {
+        this.emit('warning', `Reload: keeping all the old keys: ${err instanceof Error ? err.message : String(err)}`);
+      }
+    }
+    const target = await this.resolveTarget();
+    return { keys, target };
   }
 
   /** Stops accepting, drops queued connections, removes the Unix socket file if the path is still ours, and resolves once the last live connection has ended. */
@@ -130,14 +178,15 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const source = this.options.source;
     return new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void =>
-        reject(asSpipedError(err, 'EADDRESS', `Error binding socket ${formatEndpoint(source)}`));
+        reject(asSpipedError(err, 'EADDRESS', `Error binding socket ${source.kind === 'fd' ? `${SYSTEMD_PREFIX}${source.name}` : formatEndpoint(source)}`));
       this.server.once('error', onError);
       const ready = (): void => {
         this.server.off('error', onError);
         this.server.on('error', (err) => this.emit('warning', `Error accepting connections: ${err.message}`));
         resolve();
       };
-      if (source.kind === 'unix') this.server.listen({ path: this.unixBindPath(source.path) }, ready);
+      if (source.kind === 'fd') this.server.listen({ fd: source.fd }, ready);
+      else if (source.kind === 'unix') this.server.listen({ path: this.unixBindPath(source.path) }, ready);
       else this.server.listen({ host: source.address, port: source.port, ipv6Only: source.family === 6 }, ready);
     }).then(() => {
       if (source.kind === 'unix') this.linkUnixSocket(source.path);
@@ -195,13 +244,19 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.resolveTimer.unref();
   }
 
-  private async resolveTarget(): Promise<void> {
-    try {
-      this.targets = await (this.options.resolve ?? resolveAddress)(this.options.target);
-    } catch (err) {
-      const why = err instanceof Error ? err.message : String(err);
-      this.emit('warning', `Re-resolving ${formatAddress(this.options.target)} failed, keeping the old addresses: ${why}`);
-    }
+  /** Looks the target up again once any lookup under way has finished; resolves true when the addresses were replaced, false (with a warning) when the old ones were kept. */
+  private resolveTarget(): Promise<boolean> {
+    this.lookup = this.lookup.then(async () => {
+      try {
+        this.targets = await (this.options.resolve ?? resolveAddress)(this.options.target);
+        return true;
+      } catch (err) {
+        const why = err instanceof Error ? err.message : String(err);
+        this.emit('warning', `Re-resolving ${formatAddress(this.options.target)} failed, keeping the old addresses: ${why}`);
+        return false;
+      }
+    });
+    return this.lookup;
   }
 
   private accept(socket: Socket): void {
@@ -223,9 +278,42 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.active += 1;
     const limit = this.options.maxConnections;
     if (limit > 0 && this.active === limit) this.emit('warning', `Maximum number of connections (${limit}) reached`);
-    runConnection(socket, this.connectionOptions)
-      .catch((err: unknown) => this.emit('connectionError', asSpipedError(err, 'ECLOSED', 'Connection failed')))
-      .finally(() => this.release());
+    const peer = peerOf(socket);
+    const startedAt = performance.now();
+    const tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 };
+    this.live.add(tally);
+    runConnection(socket, this.connectionOptions, tally)
+      .then(
+        () => null,
+        (err: unknown) => {
+          const error = asSpipedError(err, 'ECLOSED', 'Connection failed');
+          this.emit('connectionError', error);
+          return error;
+        },
+      )
+      .then((error) => {
+        const record = this.recordOf(peer, startedAt, tally, error);
+        this.live.delete(tally);
+        this.counters.add(record);
+        try {
+          this.emit('connection', record);
+        } finally {
+          this.release();
+        }
+      });
+  }
+
+  /** The record of a connection that has ended. */
+  private recordOf(peer: string, startedAt: number, tally: ConnectionTally, error: SpipedError | null): ConnectionRecord {
+    return {
+      peer,
+      keyIndex: tally.keyIndex,
+      durationMs: performance.now() - startedAt,
+      ...trafficByDirection(this.options.mode, tally),
+      outcome: outcomeOf(error),
+      reason: error?.code === 'EHANDSHAKE' ? (error.reason ?? null) : null,
+      error,
+    };
   }
 
   private release(): void {

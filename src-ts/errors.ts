@@ -12,15 +12,34 @@ export type SpipedErrorCode =
   | 'EBADPACKET' // a packet failed authentication or carried a bad length
   | 'ECLOSED'; // the peer closed or reset the connection mid-stream
 
-/** An error with a stable code; `cause` keeps the underlying error where there is one. */
+/** Why a handshake failed, as a stable token (connection logs and metrics use it). */
+export type HandshakeFailureReason =
+  | 'bad_mac' // the peer's DH message did not verify under any key: it does not hold the key (or the bytes were damaged)
+  | 'bad_dh_value' // an authenticated DH value >= p
+  | 'no_forward_secrecy' // -g and the peer sent y = 1 (-f)
+  | 'peer_closed' // the peer closed before the handshake was done
+  | 'socket_error'; // the socket failed during the handshake
+
+/** What a SpipedError may carry beside its message. */
+export interface SpipedErrorOptions {
+  cause?: unknown;
+  reason?: HandshakeFailureReason; // EHANDSHAKE only
+  keyFile?: string; // EKEYFILE only: the key file ("-" for standard input) that could not be read
+}
+
+/** An error with a stable code; `cause` keeps the underlying error where there is one, `reason` says why a handshake failed. */
 export class SpipedError extends Error {
   readonly code: SpipedErrorCode;
+  readonly reason: HandshakeFailureReason | undefined;
+  readonly keyFile: string | undefined;
 
   /** Creates an error with `code` and a human-readable message. */
-  constructor(code: SpipedErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(code: SpipedErrorCode, message: string, options?: SpipedErrorOptions) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'SpipedError';
     this.code = code;
+    this.reason = options?.reason;
+    this.keyFile = options?.keyFile;
   }
 }
 
@@ -32,7 +51,7 @@ export function asSpipedError(err: unknown, code: SpipedErrorCode, context: stri
 }
 
 /** A SpipedError without a stack trace, for failures a remote peer can cause at will (capturing a stack is most of what a junk connection would cost). */
-export function peerError(code: SpipedErrorCode, message: string, options?: { cause?: unknown }): SpipedError {
+export function peerError(code: SpipedErrorCode, message: string, options?: SpipedErrorOptions): SpipedError {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
   try {

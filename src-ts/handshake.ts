@@ -95,7 +95,7 @@ export type Role = 'client' | 'server';
 /** What a side of the handshake needs to know. */
 export interface HandshakeOptions {
   role: Role;
-  key: Buffer; // K = SHA256(key file)
+  key: Buffer | readonly Buffer[]; // K = SHA256(key file); a server may hold several (tried in turn, see matchDhMessage), a client exactly one
   fast: boolean; // -f: send y = 1, no forward secrecy
   requirePfs: boolean; // -g: refuse a peer's y = 1
   timeoutMs: number; // the whole handshake must finish within this (0 = no limit)
@@ -113,6 +113,19 @@ export interface SessionKeys {
 export interface Session {
   sealer: PacketSealer;
   opener: PacketOpener;
+  keyIndex: number; // which of the server's keys the peer holds (0 = the first; always 0 for a client)
+}
+
+/** The most keys a server tries per connection (each costs an unauthenticated peer one more PBKDF2 of two HMAC blocks). */
+export const MAX_SERVER_KEYS = 16;
+
+/** The keys of `options.key` as a list; throws TypeError for none, more than MAX_SERVER_KEYS, or several on a client. */
+export function keyList(key: Buffer | readonly Buffer[], role: Role): readonly Buffer[] {
+  const keys: readonly Buffer[] = Buffer.isBuffer(key) ? [key] : (key as readonly Buffer[]);
+  if (keys.length === 0) throw new TypeError('at least one key is needed');
+  if (role === 'client' && keys.length !== 1) throw new TypeError('a client takes exactly one key');
+  if (keys.length > MAX_SERVER_KEYS) throw new TypeError(`at most ${MAX_SERVER_KEYS} keys`);
+  return keys;
 }
 
 /** A side's own Diffie-Hellman contribution: the value it sends and its secret exponent (none in fast mode). */
@@ -146,15 +159,37 @@ export function authenticateDhValue(dhmac: Buffer, y: Buffer): Buffer {
 
 /** Checks a received `y || h` (MAC in constant time, y < p, y != 1 under -g) and returns y; throws EHANDSHAKE. */
 export function verifyDhMessage(dhmac: Buffer, message: Buffer, requirePfs: boolean): Buffer {
-  if (message.length !== DH_MESSAGE_LEN) throw peerError('EHANDSHAKE', 'DH message has the wrong length');
-  const y = message.subarray(0, DH_LEN);
-  const expected = createHmac('sha256', dhmac).update(y).digest();
-  if (!timingSafeEqual(expected, message.subarray(DH_LEN))) {
-    throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not have the same key');
+  if (matchDhMessage([dhmac], message) < 0) {
+    throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not have the same key', { reason: 'bad_mac' });
   }
-  if (Buffer.compare(y, MODP14_PRIME) >= 0) throw peerError('EHANDSHAKE', 'Handshake failed: DH value out of range');
+  return checkDhValue(message.subarray(0, DH_LEN), requirePfs);
+}
+
+/**
+ * The index of the first of `dhmacs` under which `message` (y || h) carries a valid MAC, or -1.
+ * Every candidate is computed and compared in constant time, with no early exit, so how long
+ * it takes says nothing about which key (if any) matched.
+ */
+export function matchDhMessage(dhmacs: readonly Buffer[], message: Buffer): number {
+  if (message.length !== DH_MESSAGE_LEN) throw peerError('EHANDSHAKE', 'DH message has the wrong length', { reason: 'bad_mac' });
+  const y = message.subarray(0, DH_LEN);
+  const mac = message.subarray(DH_LEN);
+  let matched = -1;
+  for (let i = 0; i < dhmacs.length; i++) {
+    const expected = createHmac('sha256', dhmacs[i]!).update(y).digest();
+    const equal = timingSafeEqual(expected, mac);
+    if (equal && matched < 0) matched = i;
+  }
+  return matched;
+}
+
+/** Checks an authenticated peer's y (y < p, y != 1 under -g) and returns it; throws EHANDSHAKE. */
+export function checkDhValue(y: Buffer, requirePfs: boolean): Buffer {
+  if (Buffer.compare(y, MODP14_PRIME) >= 0) {
+    throw peerError('EHANDSHAKE', 'Handshake failed: DH value out of range', { reason: 'bad_dh_value' });
+  }
   if (requirePfs && y.equals(DH_ONE)) {
-    throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not offer forward secrecy (-g)');
+    throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not offer forward secrecy (-g)', { reason: 'no_forward_secrecy' });
   }
   return y;
 }
@@ -260,7 +295,7 @@ class HandshakeReader {
   };
 
   private readonly onError = (err: Error): void => {
-    if (this.failure === null) this.fail(peerError('EHANDSHAKE', `Handshake failed: ${err.message}`, { cause: err }));
+    if (this.failure === null) this.fail(peerError('EHANDSHAKE', `Handshake failed: ${err.message}`, { cause: err, reason: 'socket_error' }));
   };
 
   private readonly settle = (): void => {
@@ -281,7 +316,7 @@ class HandshakeReader {
 
 /** The failure of a handshake whose peer closed first. */
 function closedByPeer(): SpipedError {
-  return peerError('EHANDSHAKE', 'Handshake failed: connection closed by the peer');
+  return peerError('EHANDSHAKE', 'Handshake failed: connection closed by the peer', { reason: 'peer_closed' });
 }
 
 /** Runs the handshake on `socket` as `options.role`; resolves to the session, rejects with EHANDSHAKE or ETIMEOUT. */
@@ -292,42 +327,53 @@ export async function handshake(socket: Socket, options: HandshakeOptions): Prom
       ? setTimeout(() => reader.fail(peerError('ETIMEOUT', 'Handshake timed out')), options.timeoutMs)
       : null;
   let own: DhContribution | null = null;
-  let dhmac: { dhmacC: Buffer; dhmacS: Buffer } | null = null;
+  let dhmacs: { dhmacC: Buffer; dhmacS: Buffer }[] = [];
   try {
+    const keys = keyList(options.key, options.role);
     const isClient = options.role === 'client';
     const ownNonce = freshNonce();
     socket.write(ownNonce);
     let nonceC: Buffer;
     let nonceS: Buffer;
     let yPeer: Buffer;
+    let keyIndex = 0;
     if (isClient) {
       // The client's DH value does not depend on the peer: computed while the server's nonce is in flight.
       own = createDhContribution(options.fast);
       nonceC = ownNonce;
       nonceS = await reader.read(NONCE_LEN);
-      dhmac = deriveDhmacKeys(options.key, nonceC, nonceS);
-      socket.write(authenticateDhValue(dhmac.dhmacC, own.y));
-      yPeer = verifyDhMessage(dhmac.dhmacS, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
+      dhmacs = [deriveDhmacKeys(keys[0]!, nonceC, nonceS)];
+      socket.write(authenticateDhValue(dhmacs[0]!.dhmacC, own.y));
+      yPeer = verifyDhMessage(dhmacs[0]!.dhmacS, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
     } else {
       // The server sends nothing more until the client's nonce and y_C || MAC are in, so it
       // reads both at once, and it derives dk_1 and computes its own DH value (a modexp) only
       // once y_C's MAC verified, as the reference does: an unauthenticated peer costs no modexp.
+      // With several keys, each one's dk_1 is derived and tried (all of them, see matchDhMessage).
       const first = await reader.read(NONCE_LEN + DH_MESSAGE_LEN);
       nonceC = first.subarray(0, NONCE_LEN);
       nonceS = ownNonce;
-      dhmac = deriveDhmacKeys(options.key, nonceC, nonceS);
-      yPeer = verifyDhMessage(dhmac.dhmacC, first.subarray(NONCE_LEN), options.requirePfs);
+      dhmacs = keys.map((key) => deriveDhmacKeys(key, nonceC, nonceS));
+      const message = first.subarray(NONCE_LEN);
+      keyIndex = matchDhMessage(
+        dhmacs.map((pair) => pair.dhmacC),
+        message,
+      );
+      if (keyIndex < 0) throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not have the same key', { reason: 'bad_mac' });
+      yPeer = checkDhValue(message.subarray(0, DH_LEN), options.requirePfs);
       own = createDhContribution(options.fast);
-      socket.write(authenticateDhValue(dhmac.dhmacS, own.y));
+      socket.write(authenticateDhValue(dhmacs[keyIndex]!.dhmacS, own.y));
     }
     const ySC = computeSharedValue(own, yPeer);
-    const keys = deriveSessionKeys(options.key, nonceC, nonceS, ySC);
+    const sessionKeys = deriveSessionKeys(keys[keyIndex]!, nonceC, nonceS, ySC);
     if (ySC !== DH_ONE) ySC.fill(0); // the shared secret (DH_ONE is the shared public constant)
-    return createPacketCoders(options.role, keys);
+    return { ...createPacketCoders(options.role, sessionKeys), keyIndex };
   } finally {
     own?.exponent?.fill(0);
-    dhmac?.dhmacC.fill(0);
-    dhmac?.dhmacS.fill(0);
+    for (const pair of dhmacs) {
+      pair.dhmacC.fill(0);
+      pair.dhmacS.fill(0);
+    }
     reader.detach();
     if (timer !== null) clearTimeout(timer);
   }

@@ -14,3 +14,8 @@ export type { KeySource } from './keyfile.js';
 export { Dispatcher } from './dispatcher.js';
 export { handshake } from './handshake.js';
 export { pipePackets, PacketAssembler } from './pipe.js';
+export { formatConnectionRecord, CONNECTION_OUTCOMES } from './connection-log.js';
+export type { ConnectionRecord, ConnectionOutcome } from './connection-log.js';
+export type { HandshakeFailureReason } from './errors.js';
+export type { ReloadOutcome } from './dispatcher.js';
+export type { TunnelStats } from './stats.js';

@@ -78,7 +78,24 @@ export async function loadKey(source: KeySource): Promise<Buffer> {
     else await hashFile(source, hash);
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
-    throw new SpipedError('EKEYFILE', `Cannot read key file ${source}: ${detail}`, { cause: err });
+    throw new SpipedError('EKEYFILE', `Cannot read key file ${source}: ${detail}`, { cause: err, keyFile: source });
   }
   return hash.digest();
+}
+
+/** Loads every source in order (see loadKey); on any failure wipes the keys already loaded and throws EKEYFILE. */
+export function loadKeys(sources: readonly KeySource[]): Promise<Buffer[]> {
+  return loadEach(sources, (source) => loadKey(source));
+}
+
+/** Calls `load` for each item in order and collects the keys; on any failure wipes the keys already loaded and rethrows. */
+export async function loadEach<T>(items: readonly T[], load: (item: T, index: number) => Promise<Buffer>): Promise<Buffer[]> {
+  const keys: Buffer[] = [];
+  try {
+    for (const [index, item] of items.entries()) keys.push(await load(item, index));
+    return keys;
+  } catch (err) {
+    for (const key of keys) key.fill(0);
+    throw err;
+  }
 }

@@ -136,11 +136,18 @@ export class SlabPool {
 
 const slabs = new SlabPool();
 
-/** Wires up both directions between `plain` and `encrypted`; resolves once both sockets closed cleanly, rejects with the first error after destroying both; either way the coders are disposed once both sockets closed. */
+/** Plaintext bytes a pipe has carried so far, each way (counted per chunk, plain number additions). */
+export interface PipeTraffic {
+  sealed: number; // read from the plaintext socket and sent as packets
+  opened: number; // opened from packets and written to the plaintext socket
+}
+
+/** Wires up both directions between `plain` and `encrypted`, counting into `traffic`; resolves once both sockets closed cleanly, rejects with the first error after destroying both; either way the coders are disposed once both sockets closed. */
 export function pipePackets(
   plain: Socket,
   encrypted: Socket,
   coders: { sealer: PacketSealer; opener: PacketOpener },
+  traffic: PipeTraffic = { sealed: 0, opened: 0 },
 ): Promise<void> {
   return new Promise((resolve, reject) => {
     let failure: SpipedError | null = null;
@@ -175,6 +182,7 @@ export function pipePackets(
         fail(err, 'Sealing failed');
         return;
       }
+      traffic.sealed += chunk.length;
       if (!slabs.write(encrypted, slab, slab.subarray(0, length))) plain.pause();
     };
     encrypted.on('drain', () => plain.resume());
@@ -193,6 +201,7 @@ export function pipePackets(
         fail(err, 'Bad packet');
         return;
       }
+      traffic.opened += plaintext.length;
       if (plaintext.length > 0 && !slabs.write(plain, output, plaintext)) encrypted.pause();
     };
     plain.on('drain', () => encrypted.resume());

@@ -4,7 +4,7 @@
 // about a process.
 
 import { spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, readdirSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync } from 'node:fs';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { REPO_ROOT } from './processes.js';
@@ -47,7 +47,10 @@ export function runCli(command: string, args: readonly string[], options: RunOpt
   });
   closeSync(out);
   closeSync(err);
-  if (options.stdin !== undefined) child.stdin!.end(options.stdin);
+  if (options.stdin !== undefined) {
+    child.stdin!.on('error', () => {}); // a child that exits without reading all of it (EPIPE) is the test's business, not a crash
+    child.stdin!.end(options.stdin);
+  }
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 15000);
     child.once('error', reject);
@@ -151,4 +154,11 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
   return results;
+}
+
+/** Kills, when the test ends (through `teardown`), the daemon whose pid `pidfile` will hold. */
+export function killAtTeardown(t: { teardown: (fn: () => void) => void }, pidfile: string): void {
+  t.teardown(() => {
+    if (existsSync(pidfile)) killIfAlive(Number(readFileSync(pidfile, 'utf8')));
+  });
 }

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes, randomInt } from 'node:crypto';
+import type { Endpoint } from 'spiped-native';
 
 /** The repository root (tests run from build/__test__/...). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -326,4 +327,55 @@ export function socketPair(): Promise<[Socket, Socket]> {
       client = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
     });
   });
+}
+
+/** Runs a spipe (ours or C) with `data` on stdin; resolves to its stdout, stderr and exit code. */
+export function runSpipe(impl: Impl, args: string[], data: Buffer): Promise<{ stdout: Buffer; stderr: string; code: number | null }> {
+  const child =
+    impl === 'ours' ? spawn(process.execPath, [OUR_SPIPE, ...args]) : spawn(C_SPIPE, args);
+  const out: Buffer[] = [];
+  let stderr = '';
+  child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdin.on('error', () => {});
+  child.stdin.end(data);
+  return new Promise((resolve) => child.on('close', (code) => resolve({ stdout: Buffer.concat(out), stderr, code })));
+}
+
+/** A 127.0.0.1 endpoint. */
+export const loopbackEndpoint = (port: number): Endpoint => ({ kind: 'inet', address: '127.0.0.1', family: 4, port });
+
+/** The fixed options of a -f Dispatcher on a free loopback port in `mode` holding `keys` (add target, targets, limits). */
+export const fastDispatcherBase = (mode: 'encrypt' | 'decrypt', keys: Buffer[]) =>
+  ({
+    mode,
+    keys,
+    fast: true,
+    requirePfs: false,
+    timeoutMs: 5000,
+    keepAlive: true,
+    bind: null,
+    source: loopbackEndpoint(0),
+    proxyProtocol: null,
+  }) as const;
+
+/** The usual setup of a daemon-pair test: a temp dir with a key, a sink server, two claimed ports, and a list of daemons; all stopped or removed through `teardown`. */
+export async function sinkPairSetup(teardown: (fn: () => unknown) => void): Promise<{ dir: string; key: string; sink: Awaited<ReturnType<typeof startSinkServer>>; dPort: number; ePort: number; daemons: Daemon[] }> {
+  const { dir, cleanup } = tempDir();
+  teardown(cleanup);
+  const key = writeKey(dir);
+  const sink = await startSinkServer();
+  teardown(() => sink.server.close());
+  const [dPort, ePort] = [await freePort(), await freePort()];
+  const daemons: Daemon[] = [];
+  teardown(() => Promise.all(daemons.map((daemon) => daemon.stop())));
+  return { dir, key, sink, dPort, ePort, daemons };
+}
+
+/** Spawns `file args` with stderr piped and collected (stdin and stdout ignored unless `stdio` says otherwise). */
+export function spawnCollecting(file: string, args: readonly string[], options: { env?: NodeJS.ProcessEnv; extraFds?: readonly number[] } = {}): { child: ChildProcess; stderr: () => string } {
+  const child = spawn(file, [...args], { stdio: ['ignore', 'ignore', 'pipe', ...(options.extraFds ?? [])], env: options.env ?? process.env });
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  return { child, stderr: () => stderr };
 }

@@ -1,11 +1,15 @@
 // Owns what makes spiped a daemon: detaching (the parent re-runs its own
 // command line as a detached child, in a new session, and waits a bounded time
 // until the child is listening), the pidfile, switching user and group after
-// binding (-u), and sending warnings to the system log (--syslog, through one
-// long-lived logger(1) fed line by line).
+// binding (-u), sending warnings to the system log (--syslog, through one
+// long-lived logger(1) fed line by line), and the signals' life cycle shared by
+// spiped and `spiped-native run` (the first SIGTERM, reload lines, systemd
+// notifications).
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import type { ReloadOutcome } from '../dispatcher.js';
+import { notificationsWanted, notifySystemd } from '../systemd.js';
 import { strerror } from './messages.js';
 
 /** Environment variable marking the detached child (removed as soon as the child reads it). */
@@ -216,4 +220,33 @@ export class SyslogSender {
       return null;
     }
   }
+}
+
+/** The line a finished reload prints. */
+export function reloadLine(outcome: ReloadOutcome): string {
+  return `Reloaded: keys ${outcome.keys ? 'read again' : 'kept'}, target ${outcome.target ? 're-resolved' : 'kept'}`;
+}
+
+/** Sends `state` to systemd when NOTIFY_SOCKET asks for it, reporting a failure through `report`; resolves once done (never rejects). */
+export async function notifyIfWanted(state: string, report: (lines: readonly string[]) => void): Promise<void> {
+  if (!notificationsWanted()) return;
+  const problem = await notifySystemd(state);
+  if (problem !== null) report([problem]);
+}
+
+/**
+ * Resolves at the first SIGTERM once `serving()` (the tunnel is up); one that arrives before
+ * that (still resolving, -D waiting for DNS) exits 0 at once, as there is nothing to drain;
+ * a second SIGTERM exits at once. (SIGINT keeps its default: the process ends at once, as
+ * the reference's does.)
+ */
+export function firstSigterm(serving: () => boolean): Promise<void> {
+  return new Promise((resolve) => {
+    let stopping = false;
+    process.on('SIGTERM', () => {
+      if (stopping || !serving()) process.exit(0);
+      stopping = true;
+      resolve();
+    });
+  });
 }

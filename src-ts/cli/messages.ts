@@ -82,10 +82,11 @@ export function addressProblem(text: string, portOptional = false): string[] | n
 }
 
 /** Start-up failure `err` (key, lookup of one of `addresses`, bind) as the reference's lines. */
-export function startupFailureLines(err: unknown, keyFile: string, addresses: readonly string[]): string[] {
+export function startupFailureLines(err: unknown, addresses: readonly string[]): string[] {
   const cause = causeOf(err);
   const code = err instanceof SpipedError ? err.code : undefined;
   if (code === 'EKEYFILE') {
+    const keyFile = (err as SpipedError).keyFile ?? '';
     const why = strerror(cause);
     if (keyFile === '-') return [`Error reading from stdin: ${why}`, 'Error reading shared secret'];
     const opened = codeOf(cause) === 'EISDIR' || codeOf(cause) === 'EIO';

@@ -106,7 +106,7 @@ function connectFailureLines(err: unknown, config: SpipeConfig): string[] {
     case 'EKEYFILE':
     case 'ERESOLVE':
     case 'EADDRESS':
-      return startupFailureLines(err, config.key, config.bind === undefined ? [config.target] : [config.bind, config.target]);
+      return startupFailureLines(err, config.bind === undefined ? [config.target] : [config.bind, config.target]);
     case 'ECONNECT':
       return ['Could not connect'];
     default:

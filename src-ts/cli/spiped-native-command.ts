@@ -1,4 +1,4 @@
-// Owns the spiped-native command: its own subcommands (spipe, keygen, doctor,
+// Owns the spiped-native command: its own subcommands (spipe, run, keygen, doctor,
 // --help, --version, parsed with yargs), and, for anything else, being spiped
 // itself with spiped's flags.
 
@@ -7,6 +7,7 @@ import { runDoctor, packageVersion } from './doctor.js';
 import { runKeygen } from './keygen.js';
 import { runSpipe } from './spipe-command.js';
 import { runSpiped } from './spiped-command.js';
+import { runTunnels } from './run-command.js';
 import { SPIPED_NATIVE_HELP } from './usage.js';
 
 const PROGRAM = 'spiped-native';
@@ -28,6 +29,8 @@ export async function runSpipedNative(argv: readonly string[]): Promise<number> 
       return 0;
     case 'spipe':
       return runSpipe(rest);
+    case 'run':
+      return runTunnels(rest);
     case 'keygen':
     case 'doctor':
       return runSubcommand(first, rest);

@@ -22,10 +22,13 @@ export const SPIPE_USAGE =
 export const SPIPED_NATIVE_HELP =
   'usage: spiped-native {-e | -d} -s <source socket> -t <target socket> ...   run spiped (same flags)\n' +
   '       spiped-native spipe -t <target socket> -k <key file> ...           run spipe (same flags)\n' +
+  '       spiped-native run <config file>       start every tunnel a TOML file lists\n' +
   '       spiped-native keygen [<key file>]     write 32 random bytes (mode 0600; stdout if no file)\n' +
   '       spiped-native doctor [--key <file>]   show the crypto backend, CPU features and versions\n' +
   '       spiped-native --help | --version\n' +
   '\n' +
   SPIPED_USAGE +
+  '  beyond the reference: -k up to 16 times with -d, --reload-on-sighup, --log-connections,\n' +
+  '    --metrics <address>, --proxy-protocol v1|v2, -s systemd: | -s systemd:<name>\n' +
   '\n' +
   SPIPE_USAGE;
