@@ -9,7 +9,7 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import { formatEndpoint, type Endpoint } from './address.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { handshake, type Role, type Session } from './handshake.js';
+import { disposeSession, handshake, type Role, type Session } from './handshake.js';
 import type { KeyRing } from './key-ring.js';
 import { proxyHeader, type ProxyProtocolVersion } from './proxy-protocol.js';
 import { pipePackets, type PipeTraffic } from './pipe.js';
@@ -136,6 +136,8 @@ export async function runConnection(
   connecting.catch(ignoreLateError);
   // The keys are leased for the handshake only (a reload meanwhile wipes the old ones once it is over).
   const lease = options.keys.acquire();
+  let handshaking: Promise<Session> | null = null;
+  let piping = false; // from then on the pipe disposes the session's keys
   try {
     let plain: Socket;
     let encrypted: Socket;
@@ -145,10 +147,12 @@ export async function runConnection(
       if (options.mode === 'encrypt') {
         plain = accepted;
         encrypted = await connecting;
-        session = await runHandshake(encrypted, 'client', settings);
+        handshaking = runHandshake(encrypted, 'client', settings);
+        session = await handshaking;
       } else {
         encrypted = accepted;
-        [session, plain] = await Promise.all([runHandshake(accepted, 'server', settings), connecting]);
+        handshaking = runHandshake(accepted, 'server', settings);
+        [session, plain] = await Promise.all([handshaking, connecting]);
       }
     } finally {
       lease.release();
@@ -162,8 +166,11 @@ export async function runConnection(
       if (options.mode === 'encrypt') encrypted.write(session.sealer.seal(header));
       else plain.write(header);
     }
+    piping = true;
     await pipePackets(plain, encrypted, session, tally);
   } catch (err) {
+    // A handshake that succeeded for a connection that failed anyway (its target refused): wipe its keys now.
+    if (!piping) handshaking?.then(disposeSession, ignoreLateError);
     accepted.destroy();
     connecting.then((target) => target.destroy(), ignoreLateError);
     throw err;
