@@ -89,16 +89,19 @@ function removeOwnPidfile(path: string, pid: number | undefined): void {
 let readyNotified = false;
 
 /**
- * Child side, from the start: ends this process (exit 1) if the waiting parent goes away
+ * Child side, from the start: ends this process (SIGKILL) if the waiting parent goes away
  * (Ctrl-C, a kill) or if it is not ready within `timeoutMs`, so that a parent that gave up
  * never leaves a daemon behind; both stop once notifyParentReady() ran.
  */
 export function watchParent(timeoutMs: number): void {
-  const timer = setTimeout(() => process.exit(1), timeoutMs);
+  // SIGKILL rather than exit(): exit() waits for libuv's threads, and one may be blocked for
+  // ever (opening a FIFO key file nobody writes); nothing is listening yet to clean up.
+  const abandon = (): void => void process.kill(process.pid, 'SIGKILL');
+  const timer = setTimeout(abandon, timeoutMs);
   timer.unref();
-  if (!process.connected) process.exit(1); // gone before this process got this far
+  if (!process.connected) abandon(); // gone before this process got this far
   process.once('disconnect', () => {
-    if (!readyNotified) process.exit(1);
+    if (!readyNotified) abandon();
   });
 }
 
