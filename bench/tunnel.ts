@@ -26,7 +26,8 @@
 // Options: --size <MiB> (1024), --quick, --json, --only ours|c, --no-relay, --rounds <n> (median,
 // order alternates), --phases bulk,rtt,conn,cold,junk (default bulk,rtt,conn,cold), --conn-seconds <s> (3, plus as long a
 // warm-up), --rtt-count <n> (10000 round trips per pair, after 2000 more), and for profiling/A-B runs only:
-// --node-arg <flag> (repeatable, e.g. --cpu-prof) and --ours-cli <path to spiped.js>.
+// --node-arg <flag> (repeatable, e.g. --cpu-prof), --ours-cli <path to spiped.js>, and --ab <another
+// build's spiped.js>, measured as 'old' in the same rounds (columns old, ours/old).
 // Junk phase: --junk-count <n> (2000 warm), --junk-cold <n> (500), --junk-silent <n> (500 held
 // for the RSS figure), --junk-concurrency <n> (8 in flight: the C daemon listens with a
 // backlog of 10, and an overflowing accept queue would delay its connections by seconds).
@@ -43,7 +44,7 @@ import { cryptoBackend } from 'spiped-native';
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const C_SPIPED = '/usr/bin/spiped';
 
-type Impl = 'ours' | 'c' | 'relay';
+type Impl = 'ours' | 'c' | 'relay' | 'old';
 const RELAY_CLI = join(ROOT, 'build/bench/tunnel-null.js');
 type Phase = 'bulk' | 'rtt' | 'conn' | 'cold' | 'junk';
 const ALL_PHASES: readonly Phase[] = ['bulk', 'rtt', 'conn', 'cold', 'junk'];
@@ -66,13 +67,14 @@ interface Options {
   junkSilent: number; // silent connections held at once for the RSS figure
   junkConcurrency: number; // junk connections in flight
   oursCli: string; // our daemon's entry point (--ours-cli, default dist/cli/spiped.js), for A/B runs of a scratch build
+  abCli: string | null; // --ab <another build's spiped.js>: measured as 'old' beside ours in the same rounds
   nodeArgs: string[]; // extra node flags for our daemons (--node-arg, e.g. --cpu-prof); breaks "launched alike", for profiling only
 }
 
 /** Parses argv into Options; exits 2 with a message on bad usage. */
 function parseOptions(argv: readonly string[]): Options {
   const usage = (msg: string): never => {
-    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--no-relay] [--rounds <n>]\n       [--phases bulk,rtt,conn,cold,junk] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>]\n       [--junk-count <n>] [--junk-cold <n>] [--junk-silent <n>] [--junk-concurrency <n>]\n`);
+    process.stderr.write(`tunnel bench: ${msg}\nusage: node build/bench/tunnel.js [--size <MiB>] [--quick] [--json] [--only ours|c] [--no-relay] [--rounds <n>]\n       [--phases bulk,rtt,conn,cold,junk] [--conn-seconds <s>] [--rtt-count <n>] [--node-arg <flag>]... [--ours-cli <file.js>] [--ab <old spiped.js>]\n       [--junk-count <n>] [--junk-cold <n>] [--junk-silent <n>] [--junk-concurrency <n>]\n`);
     process.exit(2);
   };
   let size: number | null = null;
@@ -91,6 +93,7 @@ function parseOptions(argv: readonly string[]): Options {
   };
   const nodeArgs: string[] = [];
   let oursCli = join(ROOT, 'dist/cli/spiped.js');
+  let abCli: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = (): string => argv[++i] ?? usage(`${a} needs a value`);
@@ -122,6 +125,7 @@ function parseOptions(argv: readonly string[]): Options {
     else if (a === '--junk-concurrency') junk.concurrency = count(a, value());
     else if (a === '--node-arg') nodeArgs.push(value());
     else if (a === '--ours-cli') oursCli = value();
+    else if (a === '--ab') abCli = value();
     else usage(`unknown option ${a}`);
   }
   return {
@@ -139,6 +143,7 @@ function parseOptions(argv: readonly string[]): Options {
     junkSilent: junk.silent ?? (quick ? 100 : 500),
     junkConcurrency: junk.concurrency,
     oursCli,
+    abCli,
     nodeArgs,
   };
 }
@@ -295,6 +300,7 @@ interface Daemon {
 /** The command line that runs `impl`'s spiped with `args` (launched the same way for both). */
 function daemonCommand(impl: Impl, args: string[]): [string, string[]] {
   if (impl === 'ours') return [process.execPath, [...OPTS.nodeArgs, OPTS.oursCli, ...args]];
+  if (impl === 'old') return [process.execPath, [...OPTS.nodeArgs, OPTS.abCli ?? OPTS.oursCli, ...args]];
   if (impl === 'relay') return [process.execPath, [RELAY_CLI, ...args]];
   return [C_SPIPED, args];
 }
@@ -918,14 +924,19 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
   const ratio = (a: number | undefined, b: number | undefined): number | undefined =>
     a !== undefined && b !== undefined && b !== 0 ? a / b : undefined;
   const withRelay = results.relay.length > 0;
-  const rows: string[][] = [['metric', 'ours', 'C', 'ours/C', ...(withRelay ? ['Node relay', 'relay/C', 'ours/relay'] : [])]];
+  const withOld = results.old.length > 0;
+  const rows: string[][] = [
+    ['metric', 'ours', 'C', 'ours/C', ...(withRelay ? ['Node relay', 'relay/C', 'ours/relay'] : []), ...(withOld ? ['old', 'ours/old'] : [])],
+  ];
   for (const m of METRICS) {
     const o = median(results.ours.map(m.get));
     const c = median(results.c.map(m.get));
     const r = median(results.relay.map(m.get));
-    if (o === undefined && c === undefined && r === undefined) continue; // a phase not run
+    const old = median(results.old.map(m.get));
+    if (o === undefined && c === undefined && r === undefined && old === undefined) continue; // a phase not run
     const relayCells = withRelay ? [fmt(r, m.digits), fmt(ratio(r, c), 2), fmt(ratio(o, r), 2)] : [];
-    rows.push([m.label, fmt(o, m.digits), fmt(c, m.digits), fmt(ratio(o, c), 2), ...relayCells]);
+    const oldCells = withOld ? [fmt(old, m.digits), fmt(ratio(o, old), 2)] : [];
+    rows.push([m.label, fmt(o, m.digits), fmt(c, m.digits), fmt(ratio(o, c), 2), ...relayCells, ...oldCells]);
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   const line = (r: string[]): string => r.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join('  ');
@@ -967,6 +978,10 @@ async function main(): Promise<void> {
     if (existsSync(C_SPIPED)) impls.push('c');
     else progress(`${C_SPIPED} not found: measuring ours only`);
   }
+  if (OPTS.abCli !== null) {
+    if (!existsSync(OPTS.abCli)) throw new Error(`--ab ${OPTS.abCli} not found`);
+    impls.push('old');
+  }
   if (OPTS.relay && (OPTS.phases.includes('rtt') || OPTS.phases.includes('junk'))) {
     if (existsSync(RELAY_CLI)) impls.push('relay');
     else progress(`${RELAY_CLI} not found (run npm run build:ts): no Node relay`);
@@ -979,7 +994,7 @@ async function main(): Promise<void> {
   const server = new TargetServer();
   const targetPort = await freePort();
   await server.listen(targetPort);
-  const results: Record<Impl, ImplResult[]> = { ours: [], c: [], relay: [] };
+  const results: Record<Impl, ImplResult[]> = { ours: [], c: [], relay: [], old: [] };
   const started = Date.now();
   try {
     for (let round = 0; round < OPTS.rounds; round++) {
