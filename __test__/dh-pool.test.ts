@@ -6,7 +6,8 @@
 
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { POOL_SIZE, pooledPairCount, takePooledPair } from 'spiped-native/dh-pool';
+import { POOL_MIN_CPUS, POOL_SIZE, dhPoolWanted, pooledPairCount, takePooledPair } from 'spiped-native/dh-pool';
+import { availableParallelism } from 'node:os';
 import { MODP14_PRIME, handshake, prepareDiffieHellman, preparePfsServer, type HandshakeOptions } from 'spiped-native/handshake';
 import { socketPair } from './helpers/processes.js';
 import { waitUntil } from './helpers/cli-run.js';
@@ -23,6 +24,9 @@ function modPow(base: bigint, exponent: bigint, modulus: bigint): bigint {
   }
   return result;
 }
+
+// On this 2-core machine the pool is off by default (dhPoolWanted); these tests turn it on.
+process.env['SPIPED_NATIVE_DH_POOL'] = '1';
 
 const options = (role: 'client' | 'server', key: Buffer): HandshakeOptions => ({ role, key, fast: false, requirePfs: false, timeoutMs: 5000 });
 
@@ -82,4 +86,19 @@ test.serial('the last lease given back stops the worker and drops the pairs left
   t.is(pooledPairCount(), 0, 'no lease left: the pairs are gone');
   t.is(takePooledPair(), null, 'and none is handed out');
   // Serial tests run first and none holds a lease now, so ava can see this process exit (an unref'd, stopped worker).
+});
+
+test.serial('on by default only with a core to spare; SPIPED_NATIVE_DH_POOL decides when set', async (t) => {
+  const before = process.env['SPIPED_NATIVE_DH_POOL'];
+  t.teardown(() => void (process.env['SPIPED_NATIVE_DH_POOL'] = before));
+  delete process.env['SPIPED_NATIVE_DH_POOL'];
+  t.is(dhPoolWanted(), availableParallelism() >= POOL_MIN_CPUS);
+  process.env['SPIPED_NATIVE_DH_POOL'] = '0';
+  t.false(dhPoolWanted());
+  const release = preparePfsServer();
+  await new Promise((resolve) => setTimeout(resolve, 500)); // a started pool fills within about 100 ms
+  t.is(pooledPairCount(), 0, 'SPIPED_NATIVE_DH_POOL=0: no pool started');
+  release();
+  process.env['SPIPED_NATIVE_DH_POOL'] = '1';
+  t.true(dhPoolWanted());
 });

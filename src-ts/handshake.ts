@@ -15,7 +15,7 @@ import {
 } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { PacketOpener, PacketSealer } from './crypto/index.js';
-import { leaseDhPool, takePooledPair } from './dh-pool.js';
+import { dhPoolWanted, leaseDhPool, takePooledPair } from './dh-pool.js';
 import { SpipedError, peerError } from './errors.js';
 
 /** Bytes in a nonce, a DH value, an HMAC, and a whole `y || HMAC(y)` message. */
@@ -49,10 +49,10 @@ export function prepareDiffieHellman(): DiffieHellman {
   return modp14;
 }
 
-/** For PFS daemons and servers: creates the group-14 object and leases the pool of DH pairs computed ahead off the event loop (dh-pool.ts); call the returned function once the daemon or server has closed. */
+/** For PFS daemons and servers: creates the group-14 object and, where it helps (dhPoolWanted), leases the pool of DH pairs computed ahead off the event loop (dh-pool.ts); call the returned function once the daemon or server has closed. */
 export function preparePfsServer(): () => void {
   prepareDiffieHellman();
-  return leaseDhPool(MODP14_PRIME);
+  return dhPoolWanted() ? leaseDhPool(MODP14_PRIME) : () => {};
 }
 
 /** Runs `use` with the process's group-14 object holding `exponent`, then overwrites the exponent inside OpenSSL. */
