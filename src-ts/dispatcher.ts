@@ -19,7 +19,6 @@ import { preparePfsServer } from './handshake.js';
 import { KeyRing } from './key-ring.js';
 import { SYSTEMD_PREFIX, type InheritedSocket } from './systemd.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { warmUp } from './warmup.js';
 
 /** Connections waiting beyond -n are held up to this many (like a listen backlog); more are closed. */
 export const MAX_QUEUED_CONNECTIONS = 128;
@@ -114,7 +113,6 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     await dispatcher.bind();
     if (!options.fast) dispatcher.releaseDhPool = preparePfsServer(); // once bound: its worker starts while the daemon already listens
     dispatcher.scheduleResolution();
-    void warmUp(); // in the background: the daemon serves meanwhile
     return dispatcher;
   }
 
