@@ -108,7 +108,7 @@ test.serial(`${SILENT} silent connections: a client is served within ${SERVE_WIT
   t.true(sinceStart[0]! >= SILENT_TIMEOUT_S * 1000 - 10, `none was dropped before the timeout (shortest ${sinceStart[0]} ms)`);
   t.true(sinceConnect[SILENT - 1]! <= SILENT_TIMEOUT_S * 1000 + SLACK_MS, `each dropped within the timeout + slack`);
   t.true(silent.every((client) => client.received().length === NONCE_LEN), 'each got the nonce and nothing else');
-  // At most as many: the count before can still include the warm-up's or the last exchange's sockets, closing under load.
+  // At most as many: the count before can still include the last exchange's sockets, closing under load.
   const fdsAfter = await fdsSettle(pid, fdsBefore, 3000);
   t.true(fdsAfter <= fdsBefore, `the daemon holds no more descriptors than before the flood (${fdsAfter} against ${fdsBefore})`);
   const after = await exchange({ port: ePort }, data, 5000);
