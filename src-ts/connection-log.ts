@@ -3,7 +3,7 @@
 // an outcome, and the one-line key=value text of --log-connections, whose
 // fields and order are stable (see README "Connection logs").
 
-import type { Socket } from 'node:net';
+import type { SocketEnds } from './channel.js';
 import type { HandshakeFailureReason, SpipedError } from './errors.js';
 import type { PipeTraffic } from './pipe.js';
 
@@ -21,7 +21,7 @@ export const CONNECTION_OUTCOMES: readonly ConnectionOutcome[] = ['ok', 'connect
 
 /** One ended connection. */
 export interface ConnectionRecord {
-  peer: string; // the accepted peer: "127.0.0.1:40312", "[::1]:40312", or "unix" for a Unix socket
+  peer: string; // the accepted peer: "127.0.0.1:40312", "[::1]:40312", or "unix" for a Unix socket ("" if nothing listened for records when it was accepted)
   keyIndex: number | null; // which key the handshake used (0 = the first -k), null if none did
   durationMs: number; // from accept to the last close
   toTarget: number; // plaintext bytes carried toward the target (-t)
@@ -36,8 +36,8 @@ export function trafficByDirection(mode: 'encrypt' | 'decrypt', traffic: PipeTra
   return mode === 'encrypt' ? { toTarget: traffic.sealed, fromTarget: traffic.opened } : { toTarget: traffic.opened, fromTarget: traffic.sealed };
 }
 
-/** The peer of an accepted socket as the log shows it (read at accept time: a closed socket forgets it). */
-export function peerOf(socket: Socket): string {
+/** The peer of an accepted socket (a net.Socket or a Channel's ends()) as the log shows it (read at accept time: a closed socket forgets it). */
+export function peerOf(socket: SocketEnds): string {
   const address = socket.remoteAddress;
   if (address === undefined) return 'unix';
   return socket.remoteFamily === 'IPv6' ? `[${address}]:${socket.remotePort}` : `${address}:${socket.remotePort}`;

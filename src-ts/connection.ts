@@ -1,4 +1,5 @@
-// Owns one connection's life cycle, as the reference daemon runs it:
+// Owns one connection's life cycle, as the reference daemon runs it, on Channels
+// (channel.ts: libuv handles where Node has them):
 //   -e: accept plaintext, connect to the target, handshake as client, pipe;
 //   -d: accept ciphertext, handshake as server while connecting to the target, pipe.
 // Once the handshake is done and the target connected, both sockets get
@@ -6,13 +7,14 @@
 // does (so a connection that never authenticates costs no setsockopt); a timeout
 // covers connecting and the handshake; any failure closes both sockets.
 
-import { connect as netConnect, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { formatEndpoint, type Endpoint } from './address.js';
+import { dialChannel, dialSocket, type Channel, type DialAttempt } from './channel.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { disposeSession, handshake, type Role, type Session } from './handshake.js';
+import { disposeSession, handshake, handshakeChannel, type HandshakeOptions, type Role, type Session } from './handshake.js';
 import type { KeyRing } from './key-ring.js';
 import { proxyHeader, type ProxyProtocolVersion } from './proxy-protocol.js';
-import { pipePackets, type PipeTraffic } from './pipe.js';
+import { pipeChannels, type PipeTraffic } from './pipe.js';
 
 /** How the daemon treats each connection. */
 export interface ConnectionOptions {
@@ -39,37 +41,13 @@ export function tuneSocket(socket: Socket, keepAlive: boolean): void {
   if (keepAlive) socket.setKeepAlive(true);
 }
 
-/** Connects to one endpoint; resolves once connected; the caller owns the timeout. */
-function dialEndpoint(endpoint: Endpoint, bind: Endpoint | null, onSocket: (socket: Socket) => void): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const socket =
-      endpoint.kind === 'unix'
-        ? netConnect({ path: endpoint.path, allowHalfOpen: true })
-        : netConnect({
-            host: endpoint.address,
-            port: endpoint.port,
-            family: endpoint.family,
-            allowHalfOpen: true,
-            ...(bind?.kind === 'inet' ? { localAddress: bind.address, localPort: bind.port || undefined } : {}),
-          });
-    socket.on('error', ignoreLateError);
-    onSocket(socket);
-    const onError = (err: Error): void => {
-      socket.destroy();
-      reject(err);
-    };
-    socket.once('error', onError);
-    socket.once('connect', () => {
-      socket.off('error', onError);
-      resolve(socket);
-    });
-  });
-}
+/** Connects one endpoint from `bind`; `onAttempt` gets the attempt at once (for the caller's timeout); resolves once connected. */
+type Dialer<T> = (endpoint: Endpoint, bind: Endpoint | null, onAttempt: (attempt: DialAttempt) => void) => Promise<T>;
 
-/** Connects to the first endpoint that accepts, within `timeoutMs`; throws ECONNECT or ETIMEOUT. */
-export async function connectToTarget(endpoints: readonly Endpoint[], options: DialOptions): Promise<Socket> {
+/** Connects to the first endpoint that accepts, within `timeoutMs`, with `dial`; throws ECONNECT or ETIMEOUT. */
+async function connectFirst<T>(endpoints: readonly Endpoint[], options: DialOptions, dial: Dialer<T>): Promise<T> {
   if (endpoints.length === 0) throw new SpipedError('ECONNECT', 'No target address to connect to');
-  let current: Socket | null = null;
+  let current: DialAttempt | null = null;
   let timedOut = false;
   const timer =
     options.timeoutMs > 0
@@ -83,7 +61,7 @@ export async function connectToTarget(endpoints: readonly Endpoint[], options: D
     for (const endpoint of endpoints) {
       if (timedOut) break;
       try {
-        return await dialEndpoint(endpoint, options.bind, (socket) => (current = socket));
+        return await dial(endpoint, options.bind, (attempt) => (current = attempt));
       } catch (err) {
         lastError = err;
       }
@@ -97,80 +75,89 @@ export async function connectToTarget(endpoints: readonly Endpoint[], options: D
   throw asSpipedError(lastError, 'ECONNECT', `Could not connect to ${endpoints.map(formatEndpoint).join(', ')}`);
 }
 
-/** Keeps an 'error' listener on every socket at all times; the life cycle reacts through 'close'. */
-function ignoreLateError(): void {}
+/** Connects a net.Socket to the first endpoint that accepts, within `timeoutMs`; throws ECONNECT or ETIMEOUT. */
+export function connectToTarget(endpoints: readonly Endpoint[], options: DialOptions): Promise<Socket> {
+  return connectFirst(endpoints, options, dialSocket);
+}
 
-/** Runs the handshake as `role` on `socket`, mapping any failure to a SpipedError. */
-export async function runHandshake(
-  socket: Socket,
-  role: Role,
-  options: { key: Buffer | readonly Buffer[] } & Pick<ConnectionOptions, 'fast' | 'requirePfs' | 'timeoutMs'>,
-): Promise<Session> {
+/** Runs `run` (a handshake as `role`), mapping any failure to a SpipedError. */
+async function asHandshakeFailure<T>(run: Promise<T>): Promise<T> {
   try {
-    return await handshake(socket, {
-      role,
-      key: options.key,
-      fast: options.fast,
-      requirePfs: options.requirePfs,
-      timeoutMs: options.timeoutMs,
-    });
+    return await run;
   } catch (err) {
     throw asSpipedError(err, 'EHANDSHAKE', 'Handshake failed');
   }
 }
+
+/** What runHandshake() takes beside the socket and role. */
+type HandshakeSettings = { key: Buffer | readonly Buffer[] } & Pick<ConnectionOptions, 'fast' | 'requirePfs' | 'timeoutMs'>;
+
+/** Runs the handshake as `role` on `socket`, mapping any failure to a SpipedError. */
+export function runHandshake(socket: Socket, role: Role, options: HandshakeSettings): Promise<Session> {
+  return asHandshakeFailure(handshake(socket, { role, ...options }));
+}
+
+/** Keeps every failure that nobody awaits (yet) from becoming an unhandled rejection; the life cycle reacts where it awaits. */
+function ignoreLateError(): void {}
 
 /** What a connection has done so far, filled in as it goes (for connection logs and metrics). */
 export interface ConnectionTally extends PipeTraffic {
   keyIndex: number | null; // which key the handshake used (0 = the first -k), once done
 }
 
-/** Carries `accepted` through its whole life, filling in `tally`; resolves when both sockets closed cleanly, rejects with what ended it. */
+/** Carries `accepted` through its whole life, filling in `tally`; resolves when both channels closed cleanly, rejects with what ended it. */
 export async function runConnection(
-  accepted: Socket,
+  accepted: Channel,
   options: ConnectionOptions,
   tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 },
 ): Promise<void> {
-  accepted.on('error', ignoreLateError);
   // Both modes connect to the target at once (-d while it handshakes); a target that connects after a failure is closed at once.
-  const connecting = connectToTarget(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind });
+  const connecting = connectFirst(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind }, dialChannel);
   connecting.catch(ignoreLateError);
   // The keys are leased for the handshake only (a reload meanwhile wipes the old ones once it is over).
   const lease = options.keys.acquire();
-  let handshaking: Promise<Session> | null = null;
+  let handshaking: Promise<{ session: Session; leftover: Buffer }> | null = null;
   let piping = false; // from then on the pipe disposes the session's keys
   try {
-    let plain: Socket;
-    let encrypted: Socket;
-    let session: Session;
-    const settings = { key: lease.keys, fast: options.fast, requirePfs: options.requirePfs, timeoutMs: options.timeoutMs };
+    let plain: Channel;
+    let encrypted: Channel;
+    let done: { session: Session; leftover: Buffer };
+    const settings: HandshakeOptions = {
+      role: options.mode === 'encrypt' ? 'client' : 'server',
+      key: lease.keys,
+      fast: options.fast,
+      requirePfs: options.requirePfs,
+      timeoutMs: options.timeoutMs,
+    };
     try {
       if (options.mode === 'encrypt') {
         plain = accepted;
         encrypted = await connecting;
-        handshaking = runHandshake(encrypted, 'client', settings);
-        session = await handshaking;
+        handshaking = asHandshakeFailure(handshakeChannel(encrypted, settings));
+        done = await handshaking;
       } else {
         encrypted = accepted;
-        handshaking = runHandshake(accepted, 'server', settings);
-        [session, plain] = await Promise.all([handshaking, connecting]);
+        handshaking = asHandshakeFailure(handshakeChannel(accepted, settings));
+        [done, plain] = await Promise.all([handshaking, connecting]);
       }
     } finally {
       lease.release();
     }
+    const { session, leftover } = done;
     tally.keyIndex = session.keyIndex;
-    tuneSocket(plain, options.keepAlive);
-    tuneSocket(encrypted, options.keepAlive);
+    plain.tune(options.keepAlive);
+    encrypted.tune(options.keepAlive);
     if (options.proxyProtocol !== null) {
       // -e: sealed as the first plaintext (a C -d passes it on unchanged); -d: written to the target before anything opened.
-      const header = proxyHeader(options.proxyProtocol, accepted);
-      if (options.mode === 'encrypt') encrypted.write(session.sealer.seal(header));
-      else plain.write(header);
+      const header = proxyHeader(options.proxyProtocol, accepted.ends());
+      if (options.mode === 'encrypt') encrypted.write(session.sealer.seal(header), null);
+      else plain.write(header, null);
     }
     piping = true;
-    await pipePackets(plain, encrypted, session, tally);
+    await pipeChannels(plain, encrypted, session, tally, leftover);
   } catch (err) {
     // A handshake that succeeded for a connection that failed anyway (its target refused): wipe its keys now.
-    if (!piping) handshaking?.then(disposeSession, ignoreLateError);
+    if (!piping) handshaking?.then((done) => disposeSession(done.session), ignoreLateError);
     accepted.destroy();
     connecting.then((target) => target.destroy(), ignoreLateError);
     throw err;

@@ -9,9 +9,10 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { linkSync, lstatSync, unlinkSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server } from 'node:net';
 import { basename, dirname, join } from 'node:path';
 import { formatAddress, formatEndpoint, resolveAddress, type Endpoint, type SocketAddress } from './address.js';
+import { acceptChannels, type Channel } from './channel.js';
 import { runConnection, type ConnectionOptions, type ConnectionTally } from './connection.js';
 import { outcomeOf, peerOf, trafficByDirection, type ConnectionRecord } from './connection-log.js';
 import { TunnelCounters, type TunnelStats } from './stats.js';
@@ -73,7 +74,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
   /** What every connection is run with (built once, not per connection). */
   private readonly connectionOptions: ConnectionOptions;
   private readonly server: Server;
-  private readonly queued: Socket[] = [];
+  private readonly queued: Channel[] = [];
   private readonly keyRing: KeyRing;
   private readonly counters: TunnelCounters;
   /** The tallies of the connections being served (read only by stats()). */
@@ -100,7 +101,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.keyRing = new KeyRing(options.keys);
     this.counters = new TunnelCounters(options.mode);
     this.connectionOptions = { ...options, keys: this.keyRing, targets: () => this.targets };
-    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true }, (socket) => this.accept(socket));
+    this.server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
     this.drained = new Promise<void>((resolve) => (this.onDrained = resolve)).then(() => {
       this.keyRing.close();
       this.releaseDhPool();
@@ -180,7 +181,11 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
       this.server.once('error', onError);
       const ready = (): void => {
         this.server.off('error', onError);
-        this.server.on('error', (err) => this.emit('warning', `Error accepting connections: ${err.message}`));
+        acceptChannels(
+          this.server,
+          (channel) => this.accept(channel),
+          (err) => this.emit('warning', `Error accepting connections: ${err.message}`),
+        );
         resolve();
       };
       if (source.kind === 'fd') this.server.listen({ fd: source.fd }, ready);
@@ -257,8 +262,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     return this.lookup;
   }
 
-  private accept(socket: Socket): void {
-    socket.on('error', () => {}); // a queued socket may be reset before it is served
+  private accept(socket: Channel): void {
     if (this.closing) {
       socket.destroy();
       return;
@@ -272,11 +276,12 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     this.serve(socket);
   }
 
-  private serve(socket: Socket): void {
+  private serve(socket: Channel): void {
     this.active += 1;
     const limit = this.options.maxConnections;
     if (limit > 0 && this.active === limit) this.emit('warning', `Maximum number of connections (${limit}) reached`);
-    const peer = peerOf(socket);
+    // The peer's address costs a system call: read only when someone logs connections.
+    const peer = this.listenerCount('connection') > 0 ? peerOf(socket.ends()) : '';
     const startedAt = performance.now();
     const tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 };
     this.live.add(tally);

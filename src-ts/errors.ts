@@ -50,13 +50,24 @@ export function asSpipedError(err: unknown, code: SpipedErrorCode, context: stri
   return new SpipedError(code, `${context}: ${detail}`, { cause: err });
 }
 
-/** A SpipedError without a stack trace, for failures a remote peer can cause at will (capturing a stack is most of what a junk connection would cost). */
-export function peerError(code: SpipedErrorCode, message: string, options?: SpipedErrorOptions): SpipedError {
+/** Runs `create` with stack traces off: for failures a remote peer can cause at will (capturing a stack is most of what a junk connection would cost). */
+function withoutStack<T>(create: () => T): T {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
   try {
-    return new SpipedError(code, message, options);
+    return create();
   } finally {
     Error.stackTraceLimit = limit;
   }
+}
+
+/** A SpipedError without a stack trace (see withoutStack). */
+export function peerError(code: SpipedErrorCode, message: string, options?: SpipedErrorOptions): SpipedError {
+  return withoutStack(() => new SpipedError(code, message, options));
+}
+
+/** A failed system call as Node reports one (message `<syscall> <code>[ <detail>]`, with code, errno and syscall), without a stack trace. */
+export function systemError(code: string, errno: number, syscall: string, detail?: string): NodeJS.ErrnoException {
+  const message = detail === undefined ? `${syscall} ${code}` : `${syscall} ${code} ${detail}`;
+  return withoutStack(() => Object.assign(new Error(message), { code, errno, syscall }));
 }

@@ -1,7 +1,7 @@
 // Owns the spiped handshake (PROTOCOL.md "Handshake"): nonces, dk_1, the
 // authenticated Diffie-Hellman values in group 14, dk_2 and the four packet
 // keys, in both roles. The pure steps are exported for tests and library users;
-// `handshake()` runs them over a socket.
+// `handshake()` runs them over a net.Socket, `handshakeChannel()` over a Channel.
 
 import {
   type DiffieHellman,
@@ -14,6 +14,7 @@ import {
   timingSafeEqual,
 } from 'node:crypto';
 import type { Socket } from 'node:net';
+import type { Channel } from './channel.js';
 import { PacketOpener, PacketSealer } from './crypto/index.js';
 import { dhPoolWanted, leaseDhPool, takePooledPair } from './dh-pool.js';
 import { SpipedError, peerError } from './errors.js';
@@ -246,12 +247,29 @@ function leftPad(value: Buffer): Buffer {
   return padded;
 }
 
+/** What a handshake runs over: exact reads, plain writes, and a way to abort. */
+interface HandshakeTransport {
+  /** Resolves to the next `count` bytes; rejects if the peer closes first or fail() is called. */
+  read(count: number): Promise<Buffer>;
+  /** Sends `bytes`. */
+  write(bytes: Buffer): void;
+  /** Aborts a pending read (and every later one) with `err`. */
+  fail(err: SpipedError): void;
+  /** Stops watching the transport. */
+  detach(): void;
+}
+
+/** The failures a transport reports: built once per handshake, without a stack trace (see peerError). */
+function socketFailure(err: Error): SpipedError {
+  return peerError('EHANDSHAKE', `Handshake failed: ${err.message}`, { cause: err, reason: 'socket_error' });
+}
+
 /**
- * Reads exact byte counts from a socket in paused mode (socket.read(n)), so that
- * whatever arrives beyond the handshake, and the peer's EOF, stay queued in the
- * socket for the packet pipe.
+ * A net.Socket read in paused mode (socket.read(n)), so that whatever arrives
+ * beyond the handshake, and the peer's EOF, stay queued in the socket for
+ * whoever reads it next (pipePackets, SecureStream).
  */
-class HandshakeReader {
+class SocketTransport implements HandshakeTransport {
   private readonly socket: Socket;
   private failure: SpipedError | null = null;
   private waiter: { count: number; resolve: (bytes: Buffer) => void; reject: (err: SpipedError) => void } | null =
@@ -267,7 +285,6 @@ class HandshakeReader {
     if (socket.destroyed || socket.readableEnded) this.onEnd();
   }
 
-  /** Resolves to the next `count` bytes; rejects if the peer closes first or `fail()` is called. */
   read(count: number): Promise<Buffer> {
     return new Promise((resolve, reject) => {
       this.waiter = { count, resolve, reject };
@@ -275,13 +292,16 @@ class HandshakeReader {
     });
   }
 
-  /** Aborts a pending read (and every later one) with `err`. */
+  write(bytes: Buffer): void {
+    this.socket.write(bytes);
+  }
+
   fail(err: SpipedError): void {
     this.failure ??= err;
     this.settle();
   }
 
-  /** Stops watching the socket; unread bytes stay in the socket, which is left paused. */
+  /** Unread bytes stay in the socket, which is left paused. */
   detach(): void {
     this.socket.off('readable', this.settle);
     this.socket.off('end', this.onEnd);
@@ -289,13 +309,12 @@ class HandshakeReader {
     this.socket.off('close', this.onEnd);
   }
 
-  // Failures a peer causes are built once per handshake, without a stack trace (see peerError).
   private readonly onEnd = (): void => {
     if (this.failure === null) this.fail(closedByPeer());
   };
 
   private readonly onError = (err: Error): void => {
-    if (this.failure === null) this.fail(peerError('EHANDSHAKE', `Handshake failed: ${err.message}`, { cause: err, reason: 'socket_error' }));
+    if (this.failure === null) this.fail(socketFailure(err));
   };
 
   private readonly settle = (): void => {
@@ -314,14 +333,101 @@ class HandshakeReader {
   };
 }
 
+/** A handshake read buffers at most this much beyond what it waits for before it stops reading (the most any step reads). */
+const MAX_BUFFERED = NONCE_LEN + DH_MESSAGE_LEN;
+
+/**
+ * A Channel (channel.ts): chunks are copied as they arrive; bytes beyond the
+ * handshake are kept as `leftover` for the packet pipe, and from detach() on,
+ * anything more that arrives is kept there too (reading stops at once) until
+ * the pipe takes the channel over.
+ */
+class ChannelTransport implements HandshakeTransport {
+  private readonly channel: Channel;
+  private buffered: Buffer = Buffer.alloc(0);
+  private failure: SpipedError | null = null;
+  private waiter: { count: number; resolve: (bytes: Buffer) => void; reject: (err: SpipedError) => void } | null =
+    null;
+
+  /** Starts reading `channel`. */
+  constructor(channel: Channel) {
+    this.channel = channel;
+    channel.onData = (chunk) => {
+      this.buffered = this.buffered.length === 0 ? Buffer.from(chunk) : Buffer.concat([this.buffered, chunk]);
+      this.settle();
+      if (this.waiter === null && this.buffered.length >= MAX_BUFFERED) channel.pause();
+    };
+    channel.onEnd = () => this.fail(closedByPeer());
+    channel.onClose = (error) => this.fail(error === null ? closedByPeer() : socketFailure(error));
+    if (channel.destroyed || channel.readEnded) this.fail(closedByPeer());
+  }
+
+  /** The bytes read beyond the handshake (valid once detached). */
+  get leftover(): Buffer {
+    return this.buffered;
+  }
+
+  read(count: number): Promise<Buffer> {
+    return new Promise((resolve, reject) => {
+      this.waiter = { count, resolve, reject };
+      this.settle();
+      if (this.waiter !== null) this.channel.resume();
+    });
+  }
+
+  write(bytes: Buffer): void {
+    this.channel.write(bytes, null);
+  }
+
+  fail(err: SpipedError): void {
+    this.failure ??= err;
+    this.settle();
+  }
+
+  detach(): void {
+    const channel = this.channel;
+    channel.onData = (chunk) => {
+      this.buffered = Buffer.concat([this.buffered, chunk]);
+      channel.pause();
+    };
+    channel.onEnd = () => {};
+    channel.onClose = () => {};
+  }
+
+  private settle(): void {
+    const waiter = this.waiter;
+    if (waiter === null) return;
+    if (this.failure !== null) {
+      this.waiter = null;
+      waiter.reject(this.failure);
+    } else if (this.buffered.length >= waiter.count) {
+      this.waiter = null;
+      const bytes = this.buffered.subarray(0, waiter.count);
+      this.buffered = this.buffered.subarray(waiter.count);
+      waiter.resolve(bytes);
+    }
+  }
+}
+
 /** The failure of a handshake whose peer closed first. */
 function closedByPeer(): SpipedError {
   return peerError('EHANDSHAKE', 'Handshake failed: connection closed by the peer', { reason: 'peer_closed' });
 }
 
-/** Runs the handshake on `socket` as `options.role`; resolves to the session, rejects with EHANDSHAKE or ETIMEOUT. */
-export async function handshake(socket: Socket, options: HandshakeOptions): Promise<Session> {
-  const reader = new HandshakeReader(socket);
+/** Runs the handshake on `socket` as `options.role`; resolves to the session (bytes past it stay queued in the socket), rejects with EHANDSHAKE or ETIMEOUT. */
+export function handshake(socket: Socket, options: HandshakeOptions): Promise<Session> {
+  return handshakeOver(new SocketTransport(socket), options);
+}
+
+/** Runs the handshake on `channel` as `options.role`; resolves to the session and the bytes read past it, rejects with EHANDSHAKE or ETIMEOUT. */
+export async function handshakeChannel(channel: Channel, options: HandshakeOptions): Promise<{ session: Session; leftover: Buffer }> {
+  const transport = new ChannelTransport(channel);
+  const session = await handshakeOver(transport, options);
+  return { session, leftover: transport.leftover };
+}
+
+/** The handshake itself, over `reader`. */
+async function handshakeOver(reader: HandshakeTransport, options: HandshakeOptions): Promise<Session> {
   const timer =
     options.timeoutMs > 0
       ? setTimeout(() => reader.fail(peerError('ETIMEOUT', 'Handshake timed out')), options.timeoutMs)
@@ -332,7 +438,7 @@ export async function handshake(socket: Socket, options: HandshakeOptions): Prom
     const keys = keyList(options.key, options.role);
     const isClient = options.role === 'client';
     const ownNonce = freshNonce();
-    socket.write(ownNonce);
+    reader.write(ownNonce);
     let nonceC: Buffer;
     let nonceS: Buffer;
     let yPeer: Buffer;
@@ -343,7 +449,7 @@ export async function handshake(socket: Socket, options: HandshakeOptions): Prom
       nonceC = ownNonce;
       nonceS = await reader.read(NONCE_LEN);
       dhmacs = [deriveDhmacKeys(keys[0]!, nonceC, nonceS)];
-      socket.write(authenticateDhValue(dhmacs[0]!.dhmacC, own.y));
+      reader.write(authenticateDhValue(dhmacs[0]!.dhmacC, own.y));
       yPeer = verifyDhMessage(dhmacs[0]!.dhmacS, await reader.read(DH_MESSAGE_LEN), options.requirePfs);
     } else {
       // The server sends nothing more until the client's nonce and y_C || MAC are in, so it
@@ -362,7 +468,7 @@ export async function handshake(socket: Socket, options: HandshakeOptions): Prom
       if (keyIndex < 0) throw peerError('EHANDSHAKE', 'Handshake failed: the peer does not have the same key', { reason: 'bad_mac' });
       yPeer = checkDhValue(message.subarray(0, DH_LEN), options.requirePfs);
       own = createDhContribution(options.fast);
-      socket.write(authenticateDhValue(dhmacs[keyIndex]!.dhmacS, own.y));
+      reader.write(authenticateDhValue(dhmacs[keyIndex]!.dhmacS, own.y));
     }
     const ySC = computeSharedValue(own, yPeer);
     const sessionKeys = deriveSessionKeys(keys[keyIndex]!, nonceC, nonceS, ySC);

@@ -1,13 +1,15 @@
-// Owns the packet pipe of an established connection: plaintext chunks are
+// Owns the packet pipe of an established connection (two Channels, or two
+// sockets for library callers): plaintext chunks are
 // sealed into packets (one seal call and one write per chunk read), encrypted
 // bytes are reassembled into whole 1060-byte packets and opened a batch at a
 // time, with backpressure both ways, half-close carried through, and any error
 // closing both sockets without forwarding a byte of a bad packet.
 
-import { Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { SocketChannel, type Channel } from './channel.js';
 import { MAX_PAYLOAD, PACKET_LEN, type PacketOpener, type PacketSealer } from './crypto/index.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { READ_BUFFER_SIZE, readChunks } from './socket-reads.js';
+import { READ_BUFFER_SIZE } from './socket-reads.js';
 
 /** Reassembles an encrypted byte stream into whole packets and opens them. */
 export class PacketAssembler {
@@ -68,26 +70,25 @@ const SMALL_OUTPUT = 4 * PACKET_LEN;
 const MAX_FREE_SLABS = 8;
 
 /**
- * Output buffers of every pipe in the process, reused once a socket has handed
+ * Output buffers of every pipe in the process, reused once a channel has handed
  * them to the kernel, so neither bulk nor interactive traffic allocates per chunk
  * and idle connections hold none. A bulk output takes the smaller slab size that
- * fits it (so a queued write never pins more than 16 times its size) and comes
- * back through the write callback. A small output (up to 4 packets) takes the
- * small buffer, which comes back at once, with no callback, when the socket wrote
- * it straight to the kernel (the usual case); a small write that had to queue
- * keeps its buffer, and the pool makes a new one. Only buffers this pool lent
- * come back, each once, and only from writes to a plain net.Socket: a subclass
- * (such as a TLSSocket) or any other stream may keep the bytes after its write
- * completes, so buffers written there are left to the garbage collector. The hot
- * path compares Buffer objects only: reading a view's `.buffer` costs a call
- * into V8's runtime.
+ * fits it (so a queued write never pins more than 16 times its size); a small
+ * output (up to 4 packets) takes the one small buffer. Either comes back through
+ * the channel's written callback: at once when the write went straight to the
+ * kernel (the usual case), else once the queued write is done (meanwhile the pool
+ * makes a new small buffer). Only buffers this pool lent come back, each once; a
+ * channel that cannot say when its bytes are free (a TLSSocket under a
+ * SocketChannel, say) never calls back, and its buffers are left to the garbage
+ * collector. The hot path compares Buffer objects only: reading a view's
+ * `.buffer` costs a call into V8's runtime.
  */
 export class SlabPool {
   private readonly free = new Map<number, Buffer[]>(SLAB_SIZES.map((size) => [size, []]));
   private readonly lentSlabs = new WeakSet<Buffer>();
   /** The small buffer, when free. */
   private small: Buffer | null = null;
-  /** The small buffer lent out last, until it comes back or a write keeps it. */
+  /** The small buffer lent out last, until it comes back. */
   private lentSmall: Buffer | null = null;
 
   /** A buffer of at least `size` bytes, to be written with write() or handed back with give(): a slab for bulk sizes, else the small buffer. */
@@ -117,20 +118,9 @@ export class SlabPool {
     if (free !== undefined && free.length < MAX_FREE_SLABS) free.push(buffer);
   }
 
-  /** Writes `view`, a view of `buffer` (from take()), to `socket` and takes the buffer back once the socket no longer needs it; returns write()'s result. */
-  write(socket: Socket, buffer: Buffer, view: Buffer): boolean {
-    if (socket.constructor !== Socket) {
-      // Not a socket whose completed writes are known to be done with the bytes: never reuse.
-      if (buffer === this.lentSmall) this.lentSmall = null;
-      this.lentSlabs.delete(buffer);
-      return socket.write(view);
-    }
-    if (buffer !== this.lentSmall) return socket.write(view, () => this.give(buffer));
-    const flowing = socket.write(view);
-    // Nothing queued means the write went straight to the kernel: the buffer is free again.
-    if (socket.writableLength === 0) this.give(buffer);
-    else this.lentSmall = null; // the queued write keeps it
-    return flowing;
+  /** Writes `view`, a view of `buffer` (from take()), to `channel` and takes the buffer back once the channel no longer needs it; returns write()'s result. */
+  write(channel: Channel, buffer: Buffer, view: Buffer): boolean {
+    return channel.write(view, () => this.give(buffer));
   }
 }
 
@@ -142,16 +132,27 @@ export interface PipeTraffic {
   opened: number; // opened from packets and written to the plaintext socket
 }
 
-/** Wires up both directions between `plain` and `encrypted`, counting into `traffic`; resolves once both sockets closed cleanly, rejects with the first error after destroying both; either way the coders are disposed once both sockets closed. */
+/** Wires up both directions between the sockets `plain` and `encrypted` (see pipeChannels); resolves once both closed cleanly, rejects with the first error after destroying both; either way the coders are disposed once both sockets closed. */
 export function pipePackets(
   plain: Socket,
   encrypted: Socket,
   coders: { sealer: PacketSealer; opener: PacketOpener },
   traffic: PipeTraffic = { sealed: 0, opened: 0 },
 ): Promise<void> {
+  return pipeChannels(new SocketChannel(plain), new SocketChannel(encrypted), coders, traffic, EMPTY);
+}
+
+/** Wires up both directions between `plain` and `encrypted`, `leftover` (encrypted bytes read past the handshake) first, counting into `traffic`; resolves once both channels closed cleanly, rejects with the first error after destroying both; either way the coders are disposed once both closed. */
+export function pipeChannels(
+  plain: Channel,
+  encrypted: Channel,
+  coders: { sealer: PacketSealer; opener: PacketOpener },
+  traffic: PipeTraffic,
+  leftover: Buffer,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     let failure: SpipedError | null = null;
-    let openSockets = 2;
+    let openChannels = 2;
     const fail = (err: unknown, context: string): void => {
       if (failure !== null) return;
       failure = asSpipedError(err, 'ECLOSED', context);
@@ -159,9 +160,9 @@ export function pipePackets(
       encrypted.destroy();
     };
     const onClose = (): void => {
-      openSockets -= 1;
-      if (openSockets === 0) {
-        // Both sockets are gone: the session's keys are wiped and freed now, not at garbage collection.
+      openChannels -= 1;
+      if (openChannels === 0) {
+        // Both channels are gone: the session's keys are wiped and freed now, not at garbage collection.
         coders.sealer.dispose();
         coders.opener.dispose();
         if (failure === null) resolve();
@@ -171,7 +172,7 @@ export function pipePackets(
     const assembler = new PacketAssembler(coders.opener);
 
     // Plaintext -> packets.
-    const sealChunk = (chunk: Buffer): void => {
+    plain.onData = (chunk: Buffer): void => {
       if (failure !== null) return;
       const slab = slabs.take(Math.ceil(chunk.length / MAX_PAYLOAD) * PACKET_LEN);
       let length: number;
@@ -185,9 +186,8 @@ export function pipePackets(
       traffic.sealed += chunk.length;
       if (!slabs.write(encrypted, slab, slab.subarray(0, length))) plain.pause();
     };
-    encrypted.on('drain', () => plain.resume());
-    const onPlainEnd = (): void => void encrypted.end();
-    plain.on('end', onPlainEnd);
+    encrypted.onDrain = () => plain.resume();
+    plain.onEnd = () => encrypted.end();
 
     // Packets -> plaintext: push() opens into the start of a buffer taken here.
     let output: Buffer = EMPTY;
@@ -204,32 +204,32 @@ export function pipePackets(
       traffic.opened += plaintext.length;
       if (plaintext.length > 0 && !slabs.write(plain, output, plaintext)) encrypted.pause();
     };
-    plain.on('drain', () => encrypted.resume());
-    const onEncryptedEnd = (): void => {
+    encrypted.onData = openChunk;
+    plain.onDrain = () => encrypted.resume();
+    encrypted.onEnd = () => {
       if (assembler.hasPartialPacket) fail(new SpipedError('EBADPACKET', 'Connection ended inside a packet'), '');
       else plain.end();
     };
-    encrypted.on('end', onEncryptedEnd);
 
-    for (const [socket, side, onChunk] of [
-      [plain, 'plaintext', sealChunk],
-      [encrypted, 'encrypted', openChunk],
+    for (const [channel, side] of [
+      [plain, 'plaintext'],
+      [encrypted, 'encrypted'],
     ] as const) {
-      socket.on('error', (err) => fail(err, `Error on the ${side} socket`));
-      if (socket.destroyed) fail(new SpipedError('ECLOSED', `The ${side} socket closed before data could flow`), '');
-      if (socket.closed) {
+      if (channel.destroyed) fail(new SpipedError('ECLOSED', `The ${side} socket closed before data could flow`), '');
+      if (channel.closed) {
         onClose();
         continue;
       }
-      socket.on('close', (hadError) => {
-        if (hadError) fail(new SpipedError('ECLOSED', `The ${side} socket closed with an error`), '');
+      channel.onClose = (error) => {
+        if (error !== null) fail(error, `Error on the ${side} socket`);
         onClose();
-      });
-      readChunks(socket, onChunk);
-      socket.resume();
+      };
     }
-    // An EOF can arrive (and 'end' be emitted) while the handshake or the target connection is under way.
-    if (plain.readableEnded) onPlainEnd();
-    if (encrypted.readableEnded) onEncryptedEnd();
+    if (leftover.length > 0) openChunk(leftover);
+    // An EOF can arrive while the handshake or the target connection is under way.
+    for (const channel of [plain, encrypted]) {
+      if (channel.readEnded) channel.onEnd();
+      else channel.resume();
+    }
   });
 }

@@ -3,7 +3,8 @@
 // describes an accepted connection (source = the peer, destination = the
 // address it connected to) as TCP4, TCP6, or UNKNOWN / UNSPEC for a Unix socket.
 
-import { isIPv4, isIPv6, type Socket } from 'node:net';
+import { isIPv4, isIPv6 } from 'node:net';
+import type { SocketEnds } from './channel.js';
 
 /** The PROXY protocol versions. */
 export type ProxyProtocolVersion = 'v1' | 'v2';
@@ -30,8 +31,8 @@ function unmapped(address: string): string {
   return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(address) ? address.slice(7) : address;
 }
 
-/** The ends of `socket` (an accepted TCP connection), or null for a Unix socket or a closed one. */
-function endsOf(socket: Socket): Ends | null {
+/** The ends of an accepted TCP connection (`socket`: a net.Socket or a Channel's ends()), or null for a Unix socket or a closed one. */
+function endsOf(socket: SocketEnds): Ends | null {
   const { remoteAddress, remotePort, localAddress, localPort } = socket;
   if (remoteAddress === undefined || remotePort === undefined || localAddress === undefined || localPort === undefined) return null;
   const source = unmapped(remoteAddress);
@@ -60,7 +61,7 @@ function ipv6Bytes(address: string): Buffer {
 }
 
 /** The header describing `socket` (see the module comment) in `version`. */
-export function proxyHeader(version: ProxyProtocolVersion, socket: Socket): Buffer {
+export function proxyHeader(version: ProxyProtocolVersion, socket: SocketEnds): Buffer {
   const ends = endsOf(socket);
   if (version === 'v1') {
     if (ends === null) return Buffer.from('PROXY UNKNOWN\r\n');

@@ -29,6 +29,12 @@ interface UserBufferHooks {
 
 let sharedBuffer: Buffer | null = null;
 
+/** The one buffer every user-buffer read in the process goes into (channel.ts reads its handles into it too). */
+export function sharedReadBuffer(): Buffer {
+  sharedBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_SIZE);
+  return sharedBuffer;
+}
+
 /** True when `handle` is a native stream handle that can read into a caller's buffer. */
 function isUserBufferHandle(handle: unknown): handle is UserBufferHandle {
   return typeof handle === 'object' && handle !== null && typeof (handle as Partial<UserBufferHandle>).useUserBuffer === 'function';
@@ -69,8 +75,7 @@ export function readChunks(socket: Socket, onChunk: (chunk: Buffer) => void): Re
   socket.on('data', onChunk);
   const hooks = userBufferHooks(socket);
   if (hooks === null) return 'data-events';
-  sharedBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_SIZE);
-  const buffer = sharedBuffer;
+  const buffer = sharedReadBuffer();
   const slots = socket as unknown as Record<symbol, unknown>;
   slots[hooks.bufferSlot] = buffer;
   // Returning false makes Node stop reading (as pause() already has, on backpressure).

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes, randomInt } from 'node:crypto';
 import type { Endpoint } from 'spiped-native';
+import { acceptChannels, dialChannel, type Channel } from 'spiped-native/channel';
 
 /** The repository root (tests run from build/__test__/...). */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -325,6 +326,25 @@ export function socketPair(): Promise<[Socket, Socket]> {
     });
     server.listen(0, '127.0.0.1', () => {
       client = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+    });
+  });
+}
+
+/** A connected pair of loopback Channels [dialed side, accepted side], as the daemon gets them (on libuv handles unless SPIPED_NATIVE_RAW_SOCKETS=0); neither reads until resumed. */
+export function channelPair(): Promise<[Channel, Channel]> {
+  return new Promise((resolve, reject) => {
+    const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+    let dialed: Promise<Channel> | null = null;
+    server.listen(0, '127.0.0.1', () => {
+      acceptChannels(
+        server,
+        (accepted) => {
+          server.close();
+          dialed!.then((client) => resolve([client, accepted]), reject);
+        },
+        reject,
+      );
+      dialed = dialChannel({ kind: 'inet', address: '127.0.0.1', family: 4, port: (server.address() as AddressInfo).port }, null, () => {});
     });
   });
 }
