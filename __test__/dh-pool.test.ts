@@ -6,14 +6,14 @@
 
 import test from 'ava';
 import { randomBytes } from 'node:crypto';
-import { POOL_MIN_CPUS, POOL_SIZE, dhPoolWanted, pooledPairCount, takePooledPair } from 'spiped-native/dh-pool';
-import { availableParallelism } from 'node:os';
+import { POOL_SIZE, dhPoolWanted, pooledPairCount, takePooledPair } from 'spiped-native/dh-pool';
+import { readdirSync, readFileSync } from 'node:fs';
 import { MODP14_PRIME, handshake, preparePfsServer, type HandshakeOptions } from 'spiped-native/handshake';
 import { countModexps, modPow, toBigInt } from './helpers/dh.js';
 import { socketPair } from './helpers/processes.js';
 import { waitUntil } from './helpers/cli-run.js';
 
-// On this 2-core machine the pool is off by default (dhPoolWanted); these tests turn it on.
+// The pool is on by default (dhPoolWanted); these tests make sure of it.
 process.env['SPIPED_NATIVE_DH_POOL'] = '1';
 
 const options = (role: 'client' | 'server', key: Buffer): HandshakeOptions => ({ role, key, fast: false, requirePfs: false, timeoutMs: 5000 });
@@ -37,6 +37,31 @@ test.serial('before it starts there is no pool; once started it fills with valid
     pair.exponent.fill(0);
   }
   t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000), 'refilled in the background');
+});
+
+/** The nice value of each thread of this process, the main thread first (Linux: field 19 of /proc/self/task/<tid>/stat; a thread that exits meanwhile is left out). */
+function threadNiceValues(): number[] {
+  const tids = readdirSync('/proc/self/task').sort((a, b) => Number(a) - Number(b));
+  return tids.flatMap((tid) => {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    } catch {
+      return [];
+    }
+  });
+}
+
+test.serial('the worker runs at the lowest CPU priority (nice 19), the event loop at its own', async (t) => {
+  if (process.platform !== 'linux') return t.pass('Linux only');
+  // The worker of an earlier test may take a moment to exit.
+  t.true(await waitUntil(() => !threadNiceValues().includes(19), 10000), 'no thread at nice 19 before the pool starts');
+  const before = threadNiceValues();
+  t.teardown(preparePfsServer());
+  t.true(await waitUntil(() => pooledPairCount() === POOL_SIZE, 10000));
+  const after = threadNiceValues();
+  t.true(after.includes(19), `a thread at nice 19 once the pool runs (nice values: ${after.join(' ')})`);
+  t.is(after[0], before[0], 'the main thread keeps its priority');
 });
 
 test.serial('PFS handshakes take their own values from the pool: no modexp for y on the event loop', async (t) => {
@@ -69,11 +94,11 @@ test.serial('the last lease given back stops the worker and drops the pairs left
   // Serial tests run first and none holds a lease now, so ava can see this process exit (an unref'd, stopped worker).
 });
 
-test.serial('on by default only with a core to spare; SPIPED_NATIVE_DH_POOL decides when set', async (t) => {
+test.serial('on by default; SPIPED_NATIVE_DH_POOL=0 turns it off', async (t) => {
   const before = process.env['SPIPED_NATIVE_DH_POOL'];
   t.teardown(() => void (process.env['SPIPED_NATIVE_DH_POOL'] = before));
   delete process.env['SPIPED_NATIVE_DH_POOL'];
-  t.is(dhPoolWanted(), availableParallelism() >= POOL_MIN_CPUS);
+  t.true(dhPoolWanted());
   process.env['SPIPED_NATIVE_DH_POOL'] = '0';
   t.false(dhPoolWanted());
   const release = preparePfsServer();

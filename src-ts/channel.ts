@@ -104,9 +104,7 @@ interface PipeHandle extends StreamHandle {
 
 /** A write request; the extra fields are ours, kept for its completion. */
 interface WriteRequest {
-  handle: StreamHandle;
   oncomplete: (this: WriteRequest, status: number) => void;
-  async: boolean;
   channel: HandleChannel | null;
   buffer: Uint8Array | null; // keeps the bytes alive while libuv holds them
   length: number;
@@ -190,7 +188,15 @@ function loadBindings(): StreamBindings | null {
       newPipe: () => new (Pipe as Construct<PipeHandle>)(pipeSocket),
       newTcpConnect: () => new (TCPConnectWrap as Construct<ConnectRequest>)(),
       newPipeConnect: () => new (PipeConnectWrap as Construct<ConnectRequest>)(),
-      newWrite: () => new (WriteWrap as Construct<WriteRequest>)(),
+      newWrite: () => {
+        const req = new (WriteWrap as Construct<WriteRequest>)();
+        req.oncomplete = onWriteComplete;
+        req.channel = null;
+        req.buffer = null;
+        req.length = 0;
+        req.onWritten = null;
+        return req;
+      },
       newShutdown: () => new (ShutdownWrap as Construct<ShutdownRequest>)(),
       state: streamBaseState,
       readBytesOrError: kReadBytesOrError,
@@ -235,6 +241,9 @@ function onWriteComplete(this: WriteRequest, status: number): void {
 function onShutdownComplete(this: ShutdownRequest, status: number): void {
   this.channel?.shutdownDone(status);
 }
+
+/** A write request no write holds (see HandleChannel.write). */
+let spareWrite: WriteRequest | null = null;
 
 /** Writes queued in libuv beyond this many bytes make write() ask the caller to wait (net.Socket's default high-water mark). */
 const HIGH_WATER = 16 * 1024;
@@ -295,24 +304,24 @@ class HandleChannel implements Channel {
       onWritten?.();
       return false;
     }
-    const req = this.api.newWrite();
-    req.handle = this.handle;
-    req.async = false;
+    // A write that goes straight to the kernel leaves its request object untouched, so one spare serves them all.
+    const req = spareWrite ?? this.api.newWrite();
+    spareWrite = null;
     const status = this.handle.writeBuffer(req, data);
     if (status < 0) {
+      spareWrite = req;
       onWritten?.();
       this.destroy(uvError(status, 'write'));
       return false;
     }
     if (this.api.state[this.api.lastWriteWasAsync] === 0) {
+      spareWrite = req;
       onWritten?.(); // all of it is in the kernel already
     } else {
-      req.async = true;
       req.channel = this;
       req.buffer = data;
       req.length = data.length;
       req.onWritten = onWritten;
-      req.oncomplete = onWriteComplete;
       this.queuedBytes += data.length;
     }
     if (this.queuedBytes < HIGH_WATER) return true;

@@ -1,14 +1,13 @@
 // Owns the pool of one-time Diffie-Hellman key pairs that PFS daemons and
-// servers draw their own DH value from (where it helps: see dhPoolWanted): a
-// worker thread (dh-worker.ts) keeps up
-// to POOL_SIZE pairs computed ahead, so the 2048-bit modexp for y runs on the
-// other core instead of inside a handshake. Each pair is taken once (and wiped by
+// servers draw their own DH value from (unless turned off: see dhPoolWanted): a
+// low-priority worker thread (dh-worker.ts) keeps up to POOL_SIZE pairs computed
+// ahead, so the 2048-bit modexp for y runs in idle CPU time instead of inside a
+// handshake. Each pair is taken once (and wiped by
 // the handshake that took it). Every daemon or server that uses the pool holds a
 // lease; when the last lease is released, the worker stops and the pairs left are
 // wiped. No pool (spipe, connect()) or an empty one means the handshake computes
 // its value itself.
 
-import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { DhContribution } from './handshake.js';
 import type { PairMessage, PairRequest } from './dh-worker.js';
@@ -16,20 +15,15 @@ import type { PairMessage, PairRequest } from './dh-worker.js';
 /** Pairs kept computed ahead (a burst of this many PFS handshakes finds its values ready). */
 export const POOL_SIZE = 8;
 
-/** CPUs from which the pool is on by default: the worker only helps with a core to spare. */
-export const POOL_MIN_CPUS = 4;
-
 /**
- * Whether PFS daemons and servers use the pool: SPIPED_NATIVE_DH_POOL=1 or 0 decides; else
- * only with POOL_MIN_CPUS or more CPUs. On 2 cores shared by both daemons and their load
- * (bench:tunnel here), the worker's modexps compete with the event loops: no more
- * connections per second, about 7% more CPU per connection, and cold-start round trips
- * with worse p99 (README, Performance).
+ * Whether PFS daemons and servers use the pool: on unless SPIPED_NATIVE_DH_POOL=0. Its
+ * worker runs at the lowest CPU priority (dh-worker.ts), so even on 2 cores shared by
+ * both daemons and their load (bench:tunnel here) it computes only in CPU time the
+ * event loops leave idle: it takes the modexp for the daemon's own y out of the
+ * handshake without competing with one (README, Performance).
  */
 export function dhPoolWanted(): boolean {
-  const setting = process.env['SPIPED_NATIVE_DH_POOL'];
-  if (setting === '1' || setting === '0') return setting === '1';
-  return availableParallelism() >= POOL_MIN_CPUS;
+  return process.env['SPIPED_NATIVE_DH_POOL'] !== '0';
 }
 
 let worker: Worker | null = null;
