@@ -5,10 +5,11 @@
 // channel's ends.
 
 import test from 'ava';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer, type AddressInfo } from 'node:net';
-import { SocketChannel, channelKind, dialChannel, type Channel } from 'spiped-native/channel';
-import { channelPair, socketPair } from './helpers/processes.js';
+import { connect, createServer, type AddressInfo } from 'node:net';
+import { SocketChannel, acceptChannels, channelKind, dialChannel, type Channel } from 'spiped-native/channel';
+import { REPO_ROOT, channelPair, socketPair } from './helpers/processes.js';
 
 /** Two connected channels [dialed, accepted] of one kind. */
 type PairMaker = () => Promise<[Channel, Channel]>;
@@ -152,4 +153,41 @@ test('dialChannel: Unix sockets, both ways', async (t) => {
   t.is((await echo.ended).toString(), 'over a unix socket');
   t.deepEqual(channel.ends().remoteAddress, undefined);
   server.close();
+});
+
+// Proves: a peer that half-closed and then reset makes our later shutdown fail
+// with ENOTCONN; the channel still just closes, without an error, as net.Socket
+// does (found in review: it tore the connection down as a failure).
+test('a shutdown after the peer has reset closes the channel without an error', async (t) => {
+  const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => server.close());
+  const accepted = new Promise<Channel>((resolve) => acceptChannels(server, resolve, () => {}));
+  const peer = connect({ port: (server.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  peer.on('error', () => {});
+  await new Promise((resolve) => peer.once('connect', resolve));
+  const channel = await accepted;
+  const ended = new Promise<void>((resolve) => (channel.onEnd = resolve));
+  channel.resume();
+  peer.end();
+  await ended;
+  peer.resetAndDestroy();
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const closedWith = closed(channel);
+  channel.end();
+  t.is((await closedWith)?.message ?? null, null, `channel kind: ${channelKind()}`);
+});
+
+// Proves: with pending deprecations on by environment (NODE_PENDING_DEPRECATION=1),
+// the handles are not reached (which would warn, or with --throw-deprecation
+// crash the daemon once it listens): channels run on net.Socket instead.
+test('NODE_PENDING_DEPRECATION=1: no deprecation warning and no crash; net.Socket channels', (t) => {
+  const run = spawnSync(
+    process.execPath,
+    ['--throw-deprecation', '--input-type=module', '-e', `import { channelKind } from '${REPO_ROOT}dist/channel.js'; console.log(channelKind());`],
+    { env: { ...process.env, NODE_PENDING_DEPRECATION: '1' }, encoding: 'utf8' },
+  );
+  t.is(run.status, 0, run.stderr);
+  t.notRegex(run.stderr, /DEP0111/);
+  t.is(run.stdout.trim(), 'net.Socket');
 });

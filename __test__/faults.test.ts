@@ -46,6 +46,7 @@ interface TunnelOptions {
   dImpl?: Impl;
   flags?: readonly string[]; // added to both daemons
   eTarget?: number; // where -e connects instead of -d's port (a relay in between)
+  env?: NodeJS.ProcessEnv; // added to our daemons' environment
 }
 
 /** Starts -d in front of `targetPort` and -e in front of it (or of `eTarget`), both stopped after the test. */
@@ -60,8 +61,8 @@ async function startTunnel(t: ExecutionContext, targetPort: number, options: Tun
   const start = async (which: 'e' | 'd'): Promise<Daemon> => {
     const daemon =
       which === 'd'
-        ? await startDaemon(options.dImpl ?? 'ours', ['-d', '-s', loopback(dPort), '-t', loopback(targetPort), '-k', key, ...flags], { port: dPort })
-        : await startDaemon(options.eImpl ?? 'ours', ['-e', '-s', loopback(ePort), '-t', loopback(options.eTarget ?? dPort), '-k', key, ...flags], { port: ePort });
+        ? await startDaemon(options.dImpl ?? 'ours', ['-d', '-s', loopback(dPort), '-t', loopback(targetPort), '-k', key, ...flags], { port: dPort }, options.env)
+        : await startDaemon(options.eImpl ?? 'ours', ['-e', '-s', loopback(ePort), '-t', loopback(options.eTarget ?? dPort), '-k', key, ...flags], { port: ePort }, options.env);
     daemons.push(daemon);
     return daemon;
   };
@@ -90,21 +91,25 @@ async function fdsBack(t: ExecutionContext, baseline: ReadonlyMap<number, number
 const fdBaseline = (pids: readonly number[]): Map<number, number> => new Map(pids.map((pid) => [pid, fdCount(pid)]));
 
 const CHURN = 10_000;
-/**
- * Connections run before the baseline is taken: V8 grows its heap for the
- * first few thousand connections whatever the daemon retains (measured on
- * Node 20, 2 vCPU EPYC, our pair -f with this mix: VmRSS about 49 MiB idle,
- * 77 after 2,000 connections, 95 after 10,000 and flat from there to 40,000),
- * so a baseline taken earlier would measure the heap's growth, not a leak.
- */
+/** Connections run before the baseline is taken (the daemons' first connections compile and allocate for good). */
 const CHURN_WARM_UP = 2000;
 /**
- * Each daemon's VmRSS may grow by at most this much over the second half of the
- * CHURN connections (the first half lets V8's heap settle, which takes more on
- * Node 24 than on Node 20). A daemon that kept 4 KiB per connection (a socket and
- * its buffers) would grow by 20 MiB over that half alone.
+ * V8's own heap limits for the churn daemons. Left to itself, V8 grows its heap
+ * with the allocation rate for tens of thousands of connections on Node 24
+ * (measured: VmRSS 105 -> 213 MiB over 20,000 connections, the live heap after
+ * each mark-compact about 8.5 MiB throughout, the session-start build alike),
+ * which would hide a leak or mimic one. Capped, a JavaScript leak ends in an
+ * out-of-memory crash (the daemon dies and the test fails), and VmRSS measures
+ * what is left: memory outside V8's heap (measured capped: flat within 1 MiB over
+ * 20,000 connections on Node 20 and on Node 24).
  */
-const CHURN_RSS_GROWTH_MIB = 12;
+const CHURN_NODE_OPTIONS = '--max-old-space-size=48 --max-semi-space-size=2';
+/**
+ * Each daemon's VmRSS may grow by at most this much over the second half of the
+ * CHURN connections. A daemon that kept 4 KiB per connection (a socket and its
+ * buffers) would grow by 20 MiB over that half alone.
+ */
+const CHURN_RSS_GROWTH_MIB = 6;
 
 /** How one churn connection behaves: a clean echo, or a reset right after writing, or once the echo has started. */
 type ChurnKind = 'echo' | 'reset-at-once' | 'reset-after-echo';
@@ -133,14 +138,15 @@ async function churnConnection(port: number, kind: ChurnKind, payload: Buffer): 
 // writing, half once the echo is flowing), leave neither daemon with more file
 // descriptors than before (counted once everything has drained), every target
 // connection closed, VmRSS grown by at most CHURN_RSS_GROWTH_MIB over the second
-// half of them, and every clean
+// half of them (V8's heap capped, see CHURN_NODE_OPTIONS), and every clean
 // connection echoed whole. -f (no Diffie-Hellman) keeps 10,000 handshakes
 // within the time budget; the life cycle under test is the same.
 test.serial(`${CHURN} connections through our pair, a quarter reset mid-stream: no descriptor or memory growth`, async (t) => {
   t.timeout(110_000);
   const echo = await startEchoServer();
   t.teardown(() => closeServer(echo.server));
-  const tunnel = await startTunnel(t, echo.port, { flags: ['-f'] });
+  const nodeOptions = [process.env['NODE_OPTIONS'], CHURN_NODE_OPTIONS].filter(Boolean).join(' ');
+  const tunnel = await startTunnel(t, echo.port, { flags: ['-f'], env: { NODE_OPTIONS: nodeOptions } });
   const pids = [tunnel.e.child.pid!, tunnel.d.child.pid!];
   const payload = randomBytes(4096);
   const kinds = (count: number): ChurnKind[] =>

@@ -8,8 +8,8 @@
 //   takes 1.8x the C pair's CPU per connection, the same relay on handles 1.2x).
 // - SocketChannel runs the same interface over a net.Socket: for library callers
 //   that hand us sockets, and wherever the handles are unavailable (a Node without
-//   them, SPIPED_NATIVE_RAW_SOCKETS=0, or --pending-deprecation, under which
-//   reaching them would print a deprecation warning).
+//   them, SPIPED_NATIVE_RAW_SOCKETS=0, or pending deprecations turned on, under
+//   which reaching them would print a deprecation warning).
 // Semantics are net.Socket's with allowHalfOpen: EOF on reading leaves writing open,
 // end() shuts writing down once queued writes are out, and a channel whose both
 // directions have ended closes itself; destroy() closes at once.
@@ -149,8 +149,9 @@ function hasFunctions(object: unknown, names: readonly string[]): boolean {
 /** Node's stream handle bindings, or null when they are unavailable or not wanted (see the module comment). */
 function loadBindings(): StreamBindings | null {
   if (process.env['SPIPED_NATIVE_RAW_SOCKETS'] === '0') return null;
+  // Pending deprecations (a flag or NODE_PENDING_DEPRECATION=1) would make process.binding warn, or throw under --throw-deprecation.
   const flags = `${process.execArgv.join(' ')} ${process.env['NODE_OPTIONS'] ?? ''}`;
-  if (flags.includes('--pending-deprecation')) return null;
+  if (flags.includes('--pending-deprecation') || process.env['NODE_PENDING_DEPRECATION'] === '1') return null;
   const binding = (process as unknown as { binding?: (name: string) => Record<string, unknown> }).binding;
   if (typeof binding !== 'function') return null;
   try {
@@ -352,13 +353,13 @@ class HandleChannel implements Channel {
     req.channel = this;
     req.oncomplete = onShutdownComplete;
     const status = this.handle.shutdown(req);
-    if (status < 0) this.destroy(uvError(status, 'shutdown'));
+    if (status < 0) this.shutdownDone(status);
   }
 
-  /** The shutdown has gone through (after every queued write). */
+  /** The shutdown has gone through (after every queued write); ENOTCONN (the peer reset meanwhile) counts as done, as net.Socket has it. */
   shutdownDone(status: number): void {
     if (this.isClosed) return;
-    if (status < 0) {
+    if (status < 0 && status !== -osConstants.errno.ENOTCONN) {
       this.destroy(uvError(status, 'shutdown'));
       return;
     }

@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import { formatEndpoint, type Endpoint } from './address.js';
 import { dialChannel, dialSocket, type Channel, type DialAttempt } from './channel.js';
 import { SpipedError, asSpipedError } from './errors.js';
-import { disposeSession, handshake, handshakeChannel, type HandshakeOptions, type Role, type Session } from './handshake.js';
+import { disposeSession, handshake, handshakeChannel, type ChannelHandshake, type HandshakeOptions, type Role, type Session } from './handshake.js';
 import type { KeyRing } from './key-ring.js';
 import { proxyHeader, type ProxyProtocolVersion } from './proxy-protocol.js';
 import { pipeChannels, type PipeTraffic } from './pipe.js';
@@ -44,40 +44,54 @@ export function tuneSocket(socket: Socket, keepAlive: boolean): void {
 /** Connects one endpoint from `bind`; `onAttempt` gets the attempt at once (for the caller's timeout); resolves once connected. */
 type Dialer<T> = (endpoint: Endpoint, bind: Endpoint | null, onAttempt: (attempt: DialAttempt) => void) => Promise<T>;
 
-/** Connects to the first endpoint that accepts, within `timeoutMs`, with `dial`; throws ECONNECT or ETIMEOUT. */
-async function connectFirst<T>(endpoints: readonly Endpoint[], options: DialOptions, dial: Dialer<T>): Promise<T> {
-  if (endpoints.length === 0) throw new SpipedError('ECONNECT', 'No target address to connect to');
+/** A connection to the target under way: its result, and a way to give it up (the attempt in flight is closed, no other endpoint tried). */
+interface TargetDial<T> {
+  result: Promise<T>;
+  abandon: () => void;
+}
+
+/** Connects to the first endpoint that accepts, within `timeoutMs`, with `dial`; the result rejects with ECONNECT or ETIMEOUT. */
+function connectFirst<T>(endpoints: readonly Endpoint[], options: DialOptions, dial: Dialer<T>): TargetDial<T> {
   let current: DialAttempt | null = null;
-  let timedOut = false;
-  const timer =
-    options.timeoutMs > 0
-      ? setTimeout(() => {
-          timedOut = true;
-          current?.destroy(new SpipedError('ETIMEOUT', 'Connection timed out'));
-        }, options.timeoutMs)
-      : null;
-  let lastError: unknown = null;
-  try {
-    for (const endpoint of endpoints) {
-      if (timedOut) break;
-      try {
-        return await dial(endpoint, options.bind, (attempt) => (current = attempt));
-      } catch (err) {
-        lastError = err;
+  let abandoned = false;
+  const abandon = (): void => {
+    abandoned = true;
+    current?.destroy(new SpipedError('ECONNECT', 'Connection abandoned'));
+  };
+  const result = (async (): Promise<T> => {
+    if (endpoints.length === 0) throw new SpipedError('ECONNECT', 'No target address to connect to');
+    let timedOut = false;
+    const timer =
+      options.timeoutMs > 0
+        ? setTimeout(() => {
+            timedOut = true;
+            current?.destroy(new SpipedError('ETIMEOUT', 'Connection timed out'));
+          }, options.timeoutMs)
+        : null;
+    let lastError: unknown = null;
+    try {
+      for (const endpoint of endpoints) {
+        if (timedOut || abandoned) break;
+        try {
+          return await dial(endpoint, options.bind, (attempt) => (current = attempt));
+        } catch (err) {
+          lastError = err;
+        }
       }
+    } finally {
+      if (timer !== null) clearTimeout(timer);
     }
-  } finally {
-    if (timer !== null) clearTimeout(timer);
-  }
-  if (timedOut) {
-    throw new SpipedError('ETIMEOUT', `Timed out connecting to ${endpoints.map(formatEndpoint).join(', ')}`);
-  }
-  throw asSpipedError(lastError, 'ECONNECT', `Could not connect to ${endpoints.map(formatEndpoint).join(', ')}`);
+    if (timedOut) {
+      throw new SpipedError('ETIMEOUT', `Timed out connecting to ${endpoints.map(formatEndpoint).join(', ')}`);
+    }
+    throw asSpipedError(lastError, 'ECONNECT', `Could not connect to ${endpoints.map(formatEndpoint).join(', ')}`);
+  })();
+  return { result, abandon };
 }
 
 /** Connects a net.Socket to the first endpoint that accepts, within `timeoutMs`; throws ECONNECT or ETIMEOUT. */
 export function connectToTarget(endpoints: readonly Endpoint[], options: DialOptions): Promise<Socket> {
-  return connectFirst(endpoints, options, dialSocket);
+  return connectFirst(endpoints, options, dialSocket).result;
 }
 
 /** Runs `run` (a handshake as `role`), mapping any failure to a SpipedError. */
@@ -111,17 +125,18 @@ export async function runConnection(
   options: ConnectionOptions,
   tally: ConnectionTally = { keyIndex: null, sealed: 0, opened: 0 },
 ): Promise<void> {
-  // Both modes connect to the target at once (-d while it handshakes); a target that connects after a failure is closed at once.
-  const connecting = connectFirst(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind }, dialChannel);
+  // Both modes connect to the target at once (-d while it handshakes); after a failure, a connect under way is abandoned and a target already connected closed.
+  const target = connectFirst(options.targets(), { timeoutMs: options.timeoutMs, bind: options.bind }, dialChannel);
+  const connecting = target.result;
   connecting.catch(ignoreLateError);
   // The keys are leased for the handshake only (a reload meanwhile wipes the old ones once it is over).
   const lease = options.keys.acquire();
-  let handshaking: Promise<{ session: Session; leftover: Buffer }> | null = null;
+  let handshaking: Promise<ChannelHandshake> | null = null;
   let piping = false; // from then on the pipe disposes the session's keys
   try {
     let plain: Channel;
     let encrypted: Channel;
-    let done: { session: Session; leftover: Buffer };
+    let done: ChannelHandshake;
     const settings: HandshakeOptions = {
       role: options.mode === 'encrypt' ? 'client' : 'server',
       key: lease.keys,
@@ -143,7 +158,7 @@ export async function runConnection(
     } finally {
       lease.release();
     }
-    const { session, leftover } = done;
+    const { session } = done;
     tally.keyIndex = session.keyIndex;
     plain.tune(options.keepAlive);
     encrypted.tune(options.keepAlive);
@@ -154,12 +169,14 @@ export async function runConnection(
       else plain.write(header, null);
     }
     piping = true;
-    await pipeChannels(plain, encrypted, session, tally, leftover);
+    // Read only now: in -d, bytes can keep arriving after the handshake while the target connects.
+    await pipeChannels(plain, encrypted, session, tally, done.leftover());
   } catch (err) {
     // A handshake that succeeded for a connection that failed anyway (its target refused): wipe its keys now.
     if (!piping) handshaking?.then((done) => disposeSession(done.session), ignoreLateError);
     accepted.destroy();
-    connecting.then((target) => target.destroy(), ignoreLateError);
+    target.abandon(); // a connect still under way holds no descriptor past the failure
+    connecting.then((channel) => channel.destroy(), ignoreLateError);
     throw err;
   }
 }

@@ -362,7 +362,7 @@ class ChannelTransport implements HandshakeTransport {
     if (channel.destroyed || channel.readEnded) this.fail(closedByPeer());
   }
 
-  /** The bytes read beyond the handshake (valid once detached). */
+  /** The bytes read beyond the handshake so far (from detach() on, until the pipe takes the channel over, more may be added). */
   get leftover(): Buffer {
     return this.buffered;
   }
@@ -419,11 +419,17 @@ export function handshake(socket: Socket, options: HandshakeOptions): Promise<Se
   return handshakeOver(new SocketTransport(socket), options);
 }
 
-/** Runs the handshake on `channel` as `options.role`; resolves to the session and the bytes read past it, rejects with EHANDSHAKE or ETIMEOUT. */
-export async function handshakeChannel(channel: Channel, options: HandshakeOptions): Promise<{ session: Session; leftover: Buffer }> {
+/** A handshake done on a Channel: the session, and `leftover()`, the bytes read past the handshake so far (more may arrive until the pipe takes the channel over, so read it then). */
+export interface ChannelHandshake {
+  session: Session;
+  leftover: () => Buffer;
+}
+
+/** Runs the handshake on `channel` as `options.role`; resolves to the session and its leftover bytes, rejects with EHANDSHAKE or ETIMEOUT. */
+export async function handshakeChannel(channel: Channel, options: HandshakeOptions): Promise<ChannelHandshake> {
   const transport = new ChannelTransport(channel);
   const session = await handshakeOver(transport, options);
-  return { session, leftover: transport.leftover };
+  return { session, leftover: () => transport.leftover };
 }
 
 /** The handshake itself, over `reader`. */
