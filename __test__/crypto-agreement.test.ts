@@ -1,10 +1,10 @@
 // Owns cross-checking the backends: native and node:crypto must produce identical
 // packets for random keys, first counters (incl. near 2^64-2) and lengths 0..70000
 // (dense around multiples of 1024), open each other's output, and match the naive
-// reference encoder.
+// reference encoder; and the handshake's PBKDF2 and HMAC equal OpenSSL's.
 import test from 'ava';
-import { randomBytes, randomInt } from 'node:crypto';
-import { MAX_COUNTER, PACKET_LEN, PacketOpener, PacketSealer, type PacketBackend } from 'spiped-native/crypto/index';
+import { createHmac, pbkdf2Sync, randomBytes, randomInt } from 'node:crypto';
+import { MAX_COUNTER, PACKET_LEN, PacketOpener, PacketSealer, hmacSha256, pbkdf2Sha256, type PacketBackend } from 'spiped-native/crypto/index';
 import { nodeCryptoBackend } from 'spiped-native/crypto/node-backend';
 import { backendTest, native } from './helpers/crypto-backends.js';
 import { referenceSeal } from './helpers/vectors.js';
@@ -145,4 +145,25 @@ nativeTest('native and node:crypto agree across a stream that ends exactly at pa
     t.throws(() => s.seal(Buffer.from([1])), { instanceOf: RangeError });
     t.is(s.seal(Buffer.alloc(0)).length, 0);
   }
+});
+
+// Proves: the handshake's PBKDF2 (one iteration) and HMAC-SHA256 on each backend equal
+// OpenSSL's (node:crypto's own pbkdf2Sync and createHmac) for random keys, salts up to
+// 400 bytes and lengths 1 to 300, the handshake's 64 and 128 among them; bad arguments
+// are refused alike.
+backendTest('pbkdf2Sha256 and hmacSha256 equal OpenSSL for random inputs; bad arguments refused', (t, backend) => {
+  for (let i = 0; i < 300; i++) {
+    const key = randomBytes(randomInt(0, 100));
+    const salt = unalignedRandom(randomInt(0, 401));
+    const length = i % 3 === 0 ? 64 : i % 3 === 1 ? 128 : randomInt(1, 301);
+    const derived = pbkdf2Sha256(key, salt, length, { backend });
+    if (!derived.equals(pbkdf2Sync(key, salt, 1, length, 'sha256'))) return t.fail(`pbkdf2 differs: key ${key.length}, salt ${salt.length}, length ${length}`);
+    const data = unalignedRandom(randomInt(0, 2000));
+    if (!hmacSha256(key, data, { backend }).equals(createHmac('sha256', key).update(data).digest())) return t.fail(`hmac differs: key ${key.length}, data ${data.length}`);
+  }
+  t.throws(() => pbkdf2Sha256(randomBytes(32), randomBytes(64), 0, { backend }), { instanceOf: RangeError });
+  t.throws(() => pbkdf2Sha256(randomBytes(32), randomBytes(64), 1025, { backend }), { instanceOf: RangeError });
+  t.throws(() => pbkdf2Sha256('key' as unknown as Uint8Array, randomBytes(64), 64, { backend }), { instanceOf: TypeError });
+  t.throws(() => hmacSha256(randomBytes(32), 'data' as unknown as Uint8Array, { backend }), { instanceOf: TypeError });
+  t.pass();
 });

@@ -157,7 +157,7 @@ test('SPIPED_NATIVE_PATH must name a .node file; a JS module is never executed, 
 
 test('an addon whose version() differs from package.json is refused', (t) => {
   const fake = Object.fromEntries(
-    ['cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose', 'kernels'].map((f) => [f, () => undefined]),
+    ['cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose', 'kernels', 'pbkdf2Sha256', 'hmacSha256'].map((f) => [f, () => undefined]),
   );
   const ours = packageVersion();
   t.throws(() => checkAddon({ ...fake, version: () => '0.0.0-other' }, 'fake.node'), { message: `fake.node is version 0.0.0-other, this package is ${ours}` });

@@ -3,19 +3,10 @@
 // keys, in both roles. The pure steps are exported for tests and library users;
 // `handshake()` runs them over a net.Socket, `handshakeChannel()` over a Channel.
 
-import {
-  type DiffieHellman,
-  createDiffieHellman,
-  createHmac,
-  getDiffieHellman,
-  pbkdf2Sync,
-  randomBytes,
-  randomFillSync,
-  timingSafeEqual,
-} from 'node:crypto';
+import { type DiffieHellman, createDiffieHellman, getDiffieHellman, randomBytes, randomFillSync, timingSafeEqual } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { Channel } from './channel.js';
-import { PacketOpener, PacketSealer } from './crypto/index.js';
+import { PacketOpener, PacketSealer, hmacSha256, pbkdf2Sha256 } from './crypto/index.js';
 import { dhPoolWanted, leaseDhPool, takePooledPair } from './dh-pool.js';
 import { SpipedError, peerError } from './errors.js';
 
@@ -137,7 +128,7 @@ export interface DhContribution {
 
 /** dk_1 = PBKDF2-SHA256(K, nonce_C || nonce_S, 1, 64), split into dhmac_C and dhmac_S. */
 export function deriveDhmacKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer): { dhmacC: Buffer; dhmacS: Buffer } {
-  const dk1 = pbkdf2Sync(key, Buffer.concat([nonceC, nonceS]), 1, 64, 'sha256');
+  const dk1 = pbkdf2Sha256(key, Buffer.concat([nonceC, nonceS]), 64);
   return { dhmacC: dk1.subarray(0, 32), dhmacS: dk1.subarray(32, 64) };
 }
 
@@ -155,7 +146,7 @@ export function createDhContribution(fast: boolean): DhContribution {
 
 /** Returns `y || HMAC-SHA256(dhmac, y)`, the 288-byte DH message. */
 export function authenticateDhValue(dhmac: Buffer, y: Buffer): Buffer {
-  return Buffer.concat([y, createHmac('sha256', dhmac).update(y).digest()]);
+  return Buffer.concat([y, hmacSha256(dhmac, y)]);
 }
 
 /** Checks a received `y || h` (MAC in constant time, y < p, y != 1 under -g) and returns y; throws EHANDSHAKE. */
@@ -177,7 +168,7 @@ export function matchDhMessage(dhmacs: readonly Buffer[], message: Buffer): numb
   const mac = message.subarray(DH_LEN);
   let matched = -1;
   for (let i = 0; i < dhmacs.length; i++) {
-    const expected = createHmac('sha256', dhmacs[i]!).update(y).digest();
+    const expected = hmacSha256(dhmacs[i]!, y);
     const equal = timingSafeEqual(expected, mac);
     if (equal && matched < 0) matched = i;
   }
@@ -211,7 +202,7 @@ export function computeSharedValue(own: DhContribution, yPeer: Buffer): Buffer {
 /** dk_2 = PBKDF2-SHA256(K, nonce_C || nonce_S || y_SC, 1, 128), split E_C || H_C || E_S || H_S. */
 export function deriveSessionKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer, ySC: Buffer): SessionKeys {
   const salt = Buffer.concat([nonceC, nonceS, ySC]);
-  const dk2 = pbkdf2Sync(key, salt, 1, 128, 'sha256');
+  const dk2 = pbkdf2Sha256(key, salt, 128);
   salt.fill(0); // it holds the shared secret y_SC
   return {
     encC: dk2.subarray(0, 32),

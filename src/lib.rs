@@ -235,17 +235,46 @@ fn open_into<'cb>(env: &Env, args: &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknow
     js::number(env, n as f64)
 }
 
-/// Registers the four per-batch functions (seal, sealInto, open, openInto) as plain
-/// Node-API callbacks: they run once per socket read, and napi-rs's generated wrappers
-/// cost them measurably at 1 KiB (per-call borrow-tracking scopes). Their type
-/// declarations are in the dts header (package.json build:native).
+/// The most bytes `pbkdf2Sha256` derives (the handshake needs 64 and 128).
+const MAX_DERIVED: usize = 1024;
+
+/// `pbkdf2Sha256(key, salt, length): Buffer`: one-iteration PBKDF2-HMAC-SHA256 (the handshake's dk_1 and dk_2).
+fn pbkdf2_sha256<'cb>(env: &Env, args: &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknown<'cb>> {
+    let key = bytes(env, &args[0], "key")?;
+    let salt = bytes(env, &args[1], "salt")?;
+    let length = js::index(env, &args[2], "length")?;
+    if length == 0 || length > MAX_DERIVED {
+        return Err(JsError::Range(format!(
+            "length must be 1 to {MAX_DERIVED}, got {length}"
+        )));
+    }
+    let (buf, out) = js::buffer(env, length)?;
+    spiped_crypto::hmac::pbkdf2_sha256_one_iteration(key.into_slice(), salt.into_slice(), out);
+    Ok(buf)
+}
+
+/// `hmacSha256(key, data): Buffer` of 32 bytes (the handshake's DH message MACs).
+fn hmac_sha256<'cb>(env: &Env, args: &[Unknown<'cb>; RAW_ARGS]) -> JsResult<Unknown<'cb>> {
+    let key = bytes(env, &args[0], "key")?;
+    let data = bytes(env, &args[1], "data")?;
+    let tag = spiped_crypto::hmac::HmacSha256::new(key.into_slice()).mac(data.into_slice());
+    js::buffer_copy(env, &tag)
+}
+
+/// Registers the four per-batch functions (seal, sealInto, open, openInto) and the
+/// handshake's two key functions (pbkdf2Sha256, hmacSha256) as plain Node-API
+/// callbacks: they run once per socket read or handshake step, and napi-rs's
+/// generated wrappers cost them measurably (per-call borrow-tracking scopes). Their
+/// type declarations are in the dts header (package.json build:native).
 #[napi(module_exports)]
 pub fn register_batch_functions(exports: Object, env: Env) -> napi::Result<()> {
-    let functions: [(&std::ffi::CStr, js::RawHandler); 4] = [
+    let functions: [(&std::ffi::CStr, js::RawHandler); 6] = [
         (c"seal", seal),
         (c"sealInto", seal_into),
         (c"open", open),
         (c"openInto", open_into),
+        (c"pbkdf2Sha256", pbkdf2_sha256),
+        (c"hmacSha256", hmac_sha256),
     ];
     for (name, handler) in functions {
         js::export_raw(&env, &exports, name, handler)?;

@@ -83,7 +83,7 @@ export interface OpenerCore {
   dispose(): void;
 }
 
-/** A crypto backend: creates sealer/opener cores from validated 32-byte keys. */
+/** A crypto backend: creates sealer/opener cores from validated 32-byte keys, and computes the handshake's PBKDF2 and HMAC. */
 export interface PacketBackend {
   /** Which implementation this is. */
   readonly name: 'native' | 'node-crypto';
@@ -91,6 +91,10 @@ export interface PacketBackend {
   createSealer(encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint): SealerCore;
   /** Creates an opener expecting packet `firstPacket` first. */
   createOpener(encKey: Uint8Array, macKey: Uint8Array, firstPacket: bigint): OpenerCore;
+  /** One-iteration PBKDF2-HMAC-SHA256 of `length` (1 to 1024) bytes: the handshake's dk_1 and dk_2. */
+  pbkdf2Sha256(key: Uint8Array, salt: Uint8Array, length: number): Buffer;
+  /** HMAC-SHA256(key, data), 32 bytes: the handshake's DH message MACs. */
+  hmacSha256(key: Uint8Array, data: Uint8Array): Buffer;
 }
 
 /** CPU features relevant to the native backend. */

@@ -222,3 +222,24 @@ export class PacketOpener {
 export function cryptoBackend(): CryptoBackendInfo {
   return { ...liveBackend().info };
 }
+
+/** The most bytes pbkdf2Sha256() derives (the handshake needs 64 and 128). */
+export const MAX_DERIVED_LEN = 1024;
+
+/** One-iteration PBKDF2-HMAC-SHA256 (the handshake's dk_1 and dk_2) of `length` bytes (1 to 1024), on the live backend. */
+export function pbkdf2Sha256(key: Uint8Array, salt: Uint8Array, length: number, options?: PacketCodecOptions): Buffer {
+  checkBytes(key, 'key');
+  checkBytes(salt, 'salt');
+  if (typeof length !== 'number') throw new TypeError('length must be a number');
+  if (!Number.isInteger(length) || length < 1 || length > MAX_DERIVED_LEN) {
+    throw new RangeError(`length must be 1 to ${MAX_DERIVED_LEN}, got ${length}`);
+  }
+  return pickBackend(options).pbkdf2Sha256(key, salt, length);
+}
+
+/** HMAC-SHA256(key, data), 32 bytes (the handshake's DH message MACs), on the live backend. */
+export function hmacSha256(key: Uint8Array, data: Uint8Array, options?: PacketCodecOptions): Buffer {
+  checkBytes(key, 'key');
+  checkBytes(data, 'data');
+  return pickBackend(options).hmacSha256(key, data);
+}

@@ -39,6 +39,8 @@ export interface NativeAddon {
   dispose(sealerOrOpener: NativeHandle): void;
   version(): string;
   kernels(): NativeKernels;
+  pbkdf2Sha256(key: Uint8Array, salt: Uint8Array, length: number): Buffer;
+  hmacSha256(key: Uint8Array, data: Uint8Array): Buffer;
 }
 
 /** Compile-time check that napi build's generated declarations (addon.d.ts) satisfy NativeAddon. */
@@ -47,6 +49,7 @@ void generatedSatisfiesNativeAddon;
 
 const ADDON_FUNCTIONS = [
   'cpuFeatures', 'createSealer', 'createOpener', 'seal', 'sealInto', 'open', 'openInto', 'nextPacket', 'dispose', 'version', 'kernels',
+  'pbkdf2Sha256', 'hmacSha256',
 ] as const;
 
 /** Package root: dist/crypto/native.js -> ../../ */
@@ -185,6 +188,8 @@ export function nativeBackendFrom(addon: NativeAddon): PacketBackend {
     name: 'native',
     createSealer: (e, m, f) => new NativeSealerCore(addon, e, m, f),
     createOpener: (e, m, f) => new NativeOpenerCore(addon, e, m, f),
+    pbkdf2Sha256: (key, salt, length) => addon.pbkdf2Sha256(key, salt, length),
+    hmacSha256: (key, data) => addon.hmacSha256(key, data),
   };
 }
 

@@ -365,4 +365,6 @@ export const nodeCryptoBackend: PacketBackend = {
   name: 'node-crypto',
   createSealer: (encKey, macKey, firstPacket) => new NodeSealerCore(encKey, macKey, firstPacket),
   createOpener: (encKey, macKey, firstPacket) => new NodeOpenerCore(encKey, macKey, firstPacket),
+  pbkdf2Sha256: (key, salt, length) => nodeCrypto.pbkdf2Sync(key, salt, 1, length, 'sha256'),
+  hmacSha256: (key, data) => nodeCrypto.createHmac('sha256', key).update(data).digest(),
 };

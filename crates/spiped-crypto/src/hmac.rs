@@ -1,5 +1,7 @@
 //! HMAC-SHA256 (RFC 2104) with the inner and outer hash states precomputed
-//! once per key, one message or two equal-length messages at a time.
+//! once per key, one message or two equal-length messages at a time; and the
+//! one-iteration PBKDF2-HMAC-SHA256 (RFC 8018) that spiped's handshake derives
+//! dk_1 and dk_2 with, its blocks computed in parallel lanes.
 
 use crate::sha256::{compress, compress_lanes, pad_final, sha256, state_to_bytes, IV};
 use crate::wipe::wipe;
@@ -88,10 +90,53 @@ impl HmacSha256 {
     }
 }
 
+/// PBKDF2-HMAC-SHA256 with one iteration (RFC 8018 section 5.2, c = 1), filling `out`:
+/// block i is HMAC-SHA256(key, salt || be32(i)), i from 1, the last one cut to fit;
+/// intermediate tags are wiped. `out` may be at most 2^32 - 1 blocks (any real use is far below).
+pub fn pbkdf2_sha256_one_iteration(key: &[u8], salt: &[u8], out: &mut [u8]) {
+    let hmac = HmacSha256::new(key);
+    let mut next: u32 = 1;
+    let put = |chunk: &mut [u8], tags: &mut [[u8; 32]]| {
+        for (dst, tag) in chunk.chunks_mut(32).zip(tags.iter()) {
+            dst.copy_from_slice(&tag[..dst.len()]);
+        }
+        for tag in tags.iter_mut() {
+            wipe(tag);
+        }
+    };
+    for chunk in out.chunks_mut(4 * 32) {
+        let blocks = chunk.len().div_ceil(32);
+        let index = |i: u32| (next + i).to_be_bytes();
+        if blocks == 4 {
+            let ids = [index(0), index(1), index(2), index(3)];
+            let mut tags = hmac.mac_with_suffix_lanes(ids.each_ref().map(|id| (salt, &id[..])));
+            put(chunk, &mut tags);
+        } else {
+            for (i, piece) in chunk.chunks_mut(32).enumerate() {
+                let id = index(i as u32);
+                let mut tag = [hmac.mac_with_suffix(salt, &id)];
+                put(piece, &mut tag);
+            }
+        }
+        next += blocks as u32;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::TestRng;
+
+    #[test]
+    fn pbkdf2_one_iteration_matches_rfc_7914_vector() {
+        // RFC 7914 section 11: PBKDF2-HMAC-SHA256, P = "passwd", S = "salt", c = 1, dkLen = 64.
+        let mut out = [0u8; 64];
+        pbkdf2_sha256_one_iteration(b"passwd", b"salt", &mut out);
+        let expected = "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc\
+                        49ca9cccf179b645991664b39d77ef317c71b845b1e30bd509112041d3a19783";
+        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected);
+    }
 
     #[test]
     fn lanes_match_one_lane() {

@@ -2,7 +2,7 @@
 //! x86_64 ones where this CPU has them, else the portable core; force one with
 //! SPIPED_NATIVE_KERNELS=portable) against RustCrypto's `sha2`, `hmac` and `aes`
 //! used as independent references: SHA-256 of any length and split, HMAC over
-//! 1..4 lanes, AES-256-CTR on every backend (counters across the 2^64 wrap), and
+//! 1..4 lanes, one-iteration PBKDF2 (against the `pbkdf2` crate), AES-256-CTR on every backend (counters across the 2^64 wrap), and
 //! whole seal/open against a reference packet encoder, over random keys, lengths
 //! up to 300 KiB, chunkings and packet numbers near 2^64.
 
@@ -11,7 +11,7 @@ use hmac::{Hmac, Mac};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use spiped_crypto::aes::{Aes256Ctr, AesBackend};
-use spiped_crypto::hmac::HmacSha256;
+use spiped_crypto::hmac::{pbkdf2_sha256_one_iteration, HmacSha256};
 use spiped_crypto::sha256::{sha256, Sha256 as OurSha256};
 use spiped_crypto::{
     opened_capacity, sealed_len, PacketOpener, PacketSealer, MAX_PAYLOAD, PACKET_LEN,
@@ -107,6 +107,15 @@ proptest! {
         prop_assert_eq!(two, [want[0], want[1]]);
         let four = h.mac_with_suffix_lanes(core::array::from_fn(|l| (&m[l].0[..], &m[l].1[..])));
         prop_assert_eq!(four, want);
+    }
+
+    #[test]
+    fn pbkdf2_one_iteration_against_the_pbkdf2_crate(key in prop::collection::vec(any::<u8>(), 0..100), salt in prop::collection::vec(any::<u8>(), 0..400), len in 1usize..300) {
+        let mut want = vec![0u8; len];
+        pbkdf2::pbkdf2_hmac::<Sha256>(&key, &salt, 1, &mut want);
+        let mut ours = vec![0u8; len];
+        pbkdf2_sha256_one_iteration(&key, &salt, &mut ours);
+        prop_assert_eq!(ours, want);
     }
 
     #[test]
