@@ -3,7 +3,7 @@
 // arriving between the handshake and the pipe, and a failed handshake while the
 // target connect is still under way.
 
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
@@ -72,9 +72,8 @@ async function clientOf(d: Dispatcher, key: Buffer): Promise<{ socket: Socket; s
 
 const hasPython = spawnSync('python3', ['-c', '0']).status === 0;
 
-// Proves: bytes a client sends right after its handshake, while -d is still
-// connecting to the target, reach the target (found in review: they were lost).
-(hasPython ? test.serial : test.skip)('-d: packets sent right after the handshake, before the target connect completes, are delivered', async (t) => {
+/** A -d in front of a slow target (not yet released) and a client that has done its handshake with it; all closed after the test. */
+async function handshakenBeforeTarget(t: ExecutionContext): Promise<{ target: Awaited<ReturnType<typeof slowTarget>>; d: Dispatcher; socket: Socket; session: Session }> {
   t.timeout(15_000);
   const key = createHash('sha256').update(randomBytes(32)).digest();
   const target = await slowTarget();
@@ -83,6 +82,13 @@ const hasPython = spawnSync('python3', ['-c', '0']).status === 0;
   t.teardown(() => d.close());
   const { socket, session } = await clientOf(d, key);
   t.teardown(() => socket.destroy());
+  return { target, d, socket, session };
+}
+
+// Proves: bytes a client sends right after its handshake, while -d is still
+// connecting to the target, reach the target (found in review: they were lost).
+(hasPython ? test.serial : test.skip)('-d: packets sent right after the handshake, before the target connect completes, are delivered', async (t) => {
+  const { target, socket, session } = await handshakenBeforeTarget(t);
   socket.write(session.sealer.seal(Buffer.from('hello'))); // what spiped -e does as soon as its handshake is done
   setTimeout(target.release, 200);
   const echo = await new Promise<string>((resolve) => {
@@ -100,15 +106,8 @@ const hasPython = spawnSync('python3', ['-c', '0']).status === 0;
 // Proves: the same window with the client's EOF right behind its data (echo req |
 // spipe): the target gets the request, not a clean empty stream.
 (hasPython ? test.serial : test.skip)('-d: data + EOF sent right after the handshake is not silently truncated', async (t) => {
-  t.timeout(15_000);
-  const key = createHash('sha256').update(randomBytes(32)).digest();
-  const target = await slowTarget();
-  t.teardown(() => target.child.kill());
-  const d = await decryptingDaemon(target.port, key);
-  t.teardown(() => d.close());
+  const { target, d, socket, session } = await handshakenBeforeTarget(t);
   const record = new Promise<ConnectionRecord>((resolve) => d.once('connection', resolve));
-  const { socket, session } = await clientOf(d, key);
-  t.teardown(() => socket.destroy());
   socket.end(session.sealer.seal(Buffer.from('request')));
   socket.resume();
   setTimeout(target.release, 200);

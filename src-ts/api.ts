@@ -4,7 +4,8 @@
 
 import { createServer as netCreateServer, type Server, type Socket } from 'node:net';
 import { parseAddress, resolveAddress, type Endpoint } from './address.js';
-import { connectToTarget, runHandshake, tuneSocket } from './connection.js';
+import { tuneSocket } from './channel.js';
+import { connectToTarget, runHandshake } from './connection.js';
 import { MAX_SERVER_KEYS, preparePfsServer } from './handshake.js';
 import { Dispatcher } from './dispatcher.js';
 import { SpipedError, asSpipedError } from './errors.js';

@@ -7,9 +7,9 @@
 //   connection than the whole C daemon does (bench: a Node relay on net.Socket
 //   takes 1.8x the C pair's CPU per connection, the same relay on handles 1.2x).
 // - SocketChannel runs the same interface over a net.Socket: for library callers
-//   that hand us sockets, and wherever the handles are unavailable (a Node without
-//   them, SPIPED_NATIVE_RAW_SOCKETS=0, or pending deprecations turned on, under
-//   which reaching them would print a deprecation warning).
+//   that hand us sockets, and wherever the handles are not used: a platform other
+//   than Linux (not tested there), a Node without them, SPIPED_NATIVE_RAW_SOCKETS=0,
+//   or pending deprecations turned on (reaching them would print a warning).
 // Semantics are net.Socket's with allowHalfOpen: EOF on reading leaves writing open,
 // end() shuts writing down once queued writes are out, and a channel whose both
 // directions have ended closes itself; destroy() closes at once.
@@ -149,6 +149,8 @@ function hasFunctions(object: unknown, names: readonly string[]): boolean {
 /** Node's stream handle bindings, or null when they are unavailable or not wanted (see the module comment). */
 function loadBindings(): StreamBindings | null {
   if (process.env['SPIPED_NATIVE_RAW_SOCKETS'] === '0') return null;
+  // Only measured and tested on Linux; elsewhere (macOS, Windows named pipes) the daemon runs on net.Socket.
+  if (process.platform !== 'linux') return null;
   // Pending deprecations (a flag or NODE_PENDING_DEPRECATION=1) would make process.binding warn, or throw under --throw-deprecation.
   const flags = `${process.execArgv.join(' ')} ${process.env['NODE_OPTIONS'] ?? ''}`;
   if (flags.includes('--pending-deprecation') || process.env['NODE_PENDING_DEPRECATION'] === '1') return null;
@@ -415,6 +417,12 @@ class HandleChannel implements Channel {
 
 // ---- net.Socket ---------------------------------------------------------------------------
 
+/** Sets TCP_NODELAY, and SO_KEEPALIVE when `keepAlive`, on a net.Socket (both no-ops on Unix sockets). */
+export function tuneSocket(socket: Socket, keepAlive: boolean): void {
+  socket.setNoDelay(true);
+  if (keepAlive) socket.setKeepAlive(true);
+}
+
 /** A Channel over a net.Socket, which must have been created with allowHalfOpen (see the module comment). */
 export class SocketChannel implements Channel {
   onData: (chunk: Buffer) => void = noop;
@@ -473,8 +481,7 @@ export class SocketChannel implements Channel {
   }
 
   tune(keepAlive: boolean): void {
-    this.socket.setNoDelay(true);
-    if (keepAlive) this.socket.setKeepAlive(true);
+    tuneSocket(this.socket, keepAlive);
   }
 
   ends(): SocketEnds {

@@ -35,12 +35,6 @@ export interface DialOptions {
   bind: Endpoint | null;
 }
 
-/** Sets TCP_NODELAY, and SO_KEEPALIVE when `keepAlive` (both no-ops on Unix sockets). */
-export function tuneSocket(socket: Socket, keepAlive: boolean): void {
-  socket.setNoDelay(true);
-  if (keepAlive) socket.setKeepAlive(true);
-}
-
 /** Connects one endpoint from `bind`; `onAttempt` gets the attempt at once (for the caller's timeout); resolves once connected. */
 type Dialer<T> = (endpoint: Endpoint, bind: Endpoint | null, onAttempt: (attempt: DialAttempt) => void) => Promise<T>;
 
