@@ -62,7 +62,7 @@ export interface Channel {
   ends(): SocketEnds;
 }
 
-/** Sets a channel's callbacks to nothing. */
+/** What a channel's callbacks do until their owner sets them: nothing. */
 function noop(): void {}
 
 // ---- Node's stream handles ---------------------------------------------------------------
@@ -139,11 +139,9 @@ interface StreamBindings {
   eof: number; // UV_EOF
 }
 
-/** True when every name in `names` is a function on `object`. */
+/** True when every name in `names` is a function on `object` (a binding class's prototype). */
 function hasFunctions(object: unknown, names: readonly string[]): boolean {
-  return typeof object === 'function' || typeof object === 'object'
-    ? object !== null && names.every((name) => typeof (object as Record<string, unknown>)[name] === 'function')
-    : false;
+  return typeof object === 'object' && object !== null && names.every((name) => typeof (object as Record<string, unknown>)[name] === 'function');
 }
 
 /** Node's stream handle bindings, or null when they are unavailable or not wanted (see the module comment). */
