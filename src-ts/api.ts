@@ -53,6 +53,7 @@ export interface TunnelOptions extends SessionOptions {
   bind?: string; // -b
   waitForDns?: boolean; // -D: retry failed lookups every second until they succeed
   proxyProtocol?: ProxyProtocolVersion | null; // 'v1' | 'v2': start each connection's plaintext with a PROXY header (see README "PROXY protocol"); default none
+  warmUp?: boolean; // once listening, run the process's in-process warm-up (warm-up.ts, once per process) so that the first connections run on compiled code; default false (the CLI daemons turn it on unless SPIPED_NATIVE_WARM_UP=0)
 }
 
 /** Checks the option combinations every entry point shares; throws TypeError. */
@@ -200,6 +201,7 @@ export async function createTunnel(options: TunnelOptions): Promise<Tunnel> {
       resolveEverySeconds: resolveEvery === null || resolveEvery === 0 ? null : resolveEvery,
       maxConnections,
       proxyProtocol,
+      warmUp: options.warmUp ?? false,
     });
   } catch (err) {
     for (const k of key) k.fill(0); // every failure after the keys were loaded wipes them (a running tunnel wipes them once drained)

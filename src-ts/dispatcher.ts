@@ -17,6 +17,7 @@ import { runConnection, type ConnectionOptions, type ConnectionTally } from './c
 import { outcomeOf, peerOf, trafficByDirection, type ConnectionRecord } from './connection-log.js';
 import { TunnelCounters, type TunnelStats } from './stats.js';
 import { preparePfsServer } from './handshake.js';
+import { warmUpOnce } from './warm-up.js';
 import { KeyRing } from './key-ring.js';
 import { SYSTEMD_PREFIX, type InheritedSocket } from './systemd.js';
 import { SpipedError, asSpipedError } from './errors.js';
@@ -53,6 +54,7 @@ export interface DispatcherOptions extends Omit<ConnectionOptions, 'targets' | '
   resolveEverySeconds: number | null; // -r; null for -R (never)
   maxConnections: number; // -n; 0 = unlimited
   resolve?: (address: SocketAddress) => Promise<Endpoint[]>; // how to re-resolve the target (default: DNS via resolveAddress)
+  warmUp?: boolean; // run the process's warm-up (warmUpOnce) once listening (default false)
 }
 
 /** What a reload did: whether the keys were replaced and the target re-resolved (a failure keeps the old ones and is emitted as a 'warning'). */
@@ -113,6 +115,8 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     const dispatcher = new Dispatcher(options);
     await dispatcher.bind();
     if (!options.fast) dispatcher.releaseDhPool = preparePfsServer(); // once bound: its worker starts while the daemon already listens
+    // Alongside the first connections, not before listening: none is refused or kept waiting for it.
+    if (options.warmUp === true) void warmUpOnce({ fast: options.fast, keepAlive: options.keepAlive });
     dispatcher.scheduleResolution();
     return dispatcher;
   }

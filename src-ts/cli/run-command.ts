@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { createTunnel, type Tunnel } from '../api.js';
 import { formatConnectionRecord } from '../connection-log.js';
 import { forgetListenEnvironment } from '../systemd.js';
+import { warmUpWanted } from '../warm-up.js';
 import { firstSigterm, notifyIfWanted, reloadLine, switchIdentity } from './daemon.js';
 import { startExporter } from './exporter.js';
 import { WarningCoalescer, errorText, fallbackNotice, startupFailureLines, strerror, warn } from './messages.js';
@@ -54,7 +55,7 @@ export async function runTunnels(args: readonly string[]): Promise<number> {
   const closeAll = async (): Promise<void> => void (await Promise.all(started.map(({ running }) => running.close())));
   for (const tunnel of config.tunnels) {
     try {
-      started.push({ tunnel, running: await createTunnel(tunnel.options) });
+      started.push({ tunnel, running: await createTunnel({ ...tunnel.options, warmUp: warmUpWanted() }) });
     } catch (err) {
       const addresses = [tunnel.options.bind ?? '', tunnel.options.source, tunnel.options.target].filter((address) => address !== '');
       warn(PROGRAM, startupFailureLines(err, addresses).map((line) => `tunnel "${tunnel.name}": ${line}`));

@@ -12,6 +12,7 @@ import { startExporter } from './exporter.js';
 import { isProxyProtocolVersion, type ProxyProtocolVersion } from '../proxy-protocol.js';
 import { forgetListenEnvironment, isSystemdAddress } from '../systemd.js';
 import { MAX_SERVER_KEYS } from '../handshake.js';
+import { warmUpWanted } from '../warm-up.js';
 import {
   SyslogSender,
   detach,
@@ -225,6 +226,7 @@ async function serve(config: SpipedConfig, detached: boolean): Promise<number> {
         keepAlive: config.keepAlive,
         resolveEvery: config.resolveEvery,
         waitForDns: config.waitForDns,
+        warmUp: warmUpWanted(),
         proxyProtocol: config.proxyProtocol,
       });
     } catch (err) {
