@@ -1,33 +1,103 @@
 // The daemon's warm-up (warm-up.ts): it runs whole connections through the real
-// connection code in both modes (every round trip echoed), leaves no socket open
-// behind it, runs once per process, and in a CLI daemon it has V8 compile the
-// data path before any client connected (and does not with SPIPED_NATIVE_WARM_UP=0).
+// connection code in both modes, every byte checked as it comes back (also while
+// other channels of the process read into the shared buffer); a stranger on
+// its loopback listeners gets nothing (but the nonce any spiped -d sends) and keeps nothing open; it leaves no socket
+// behind; it runs once per process; and in a CLI daemon it has V8 compile the
+// data path before any client connected (not with SPIPED_NATIVE_WARM_UP=0).
 
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { WARM_UP_ROUNDS, warmUpConnections, warmUpOnce } from 'spiped-native/warm-up';
+import { randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
+import { WARM_UP_ROUNDS, warmUpConnections, warmUpOnce, type WarmUpPorts } from 'spiped-native/warm-up';
 import { waitUntil } from './helpers/cli-run.js';
-import { OUR_SPIPED, freePort, tempDir, waitForListener, writeKey } from './helpers/processes.js';
+import { OUR_SPIPED, channelPair, freePort, tempDir, waitForListener, writeKey } from './helpers/processes.js';
 
-/** The sockets and servers this process has open now. */
-const openSockets = (): number => process.getActiveResourcesInfo().filter((kind) => kind.startsWith('TCP') || kind.startsWith('Pipe')).length;
+/** The TCP sockets and servers this process has open now (the warm-up uses no other kind). */
+const openSockets = (): number => process.getActiveResourcesInfo().filter((kind) => kind.startsWith('TCP')).length;
 
-for (const fast of [true, false]) {
-  test.serial(`${fast ? '-f' : 'PFS'}: every round's bytes and round trips come back through both pipes, and nothing is left open`, async (t) => {
-    const before = openSockets();
-    const rounds = [
-      { bulkBytes: 200_000, roundTrips: 3 },
-      { bulkBytes: 1, roundTrips: 50 },
-    ];
-    const outcome = await warmUpConnections({ fast, keepAlive: true }, rounds);
-    t.deepEqual(outcome, { connections: 2, roundTrips: 53 });
-    t.true(await waitUntil(() => openSockets() === before, 2000), `still open: ${process.getActiveResourcesInfo().join(', ')}`);
+const SHORT_ROUNDS = [
+  { bulkBytes: 300_000, roundTrips: 3 },
+  { bulkBytes: 1, roundTrips: 300 },
+];
+
+test.serial('every bulk byte and round trip comes back as sent through both pipes, and nothing is left open', async (t) => {
+  const before = openSockets();
+  t.deepEqual(await warmUpConnections(SHORT_ROUNDS), { connections: 2, roundTrips: 303 });
+  t.true(await waitUntil(() => openSockets() <= before, 2000), `still open: ${process.getActiveResourcesInfo().join(', ')}`);
+});
+
+test.serial('while other channels of the process read into the shared buffer, the echoes still come back intact', async (t) => {
+  const [a, b] = await channelPair();
+  const data = randomBytes(8 * 1024 * 1024);
+  let received = 0;
+  let mismatch = false;
+  b.onData = (chunk) => {
+    if (!chunk.equals(data.subarray(received, received + chunk.length))) mismatch = true;
+    received += chunk.length;
+  };
+  b.resume();
+  const pumped = new Promise<void>((resolve) => {
+    let sent = 0;
+    const pump = (): void => {
+      while (sent < data.length) {
+        const part = data.subarray(sent, sent + 65536);
+        sent += part.length;
+        if (!a.write(part, null)) return;
+      }
+      resolve();
+    };
+    a.onDrain = pump;
+    pump();
   });
+  const outcome = await warmUpConnections([{ bulkBytes: 2 * 1024 * 1024, roundTrips: 200 }, ...SHORT_ROUNDS]);
+  await pumped;
+  t.true(await waitUntil(() => received === data.length, 10_000));
+  a.destroy();
+  b.destroy();
+  t.false(mismatch);
+  t.deepEqual(outcome, { connections: 3, roundTrips: 503 });
+});
+
+/** Opens a stranger's connection to `port`: sends `junk` (if any), and counts what comes back until it closes. */
+function stranger(port: number, junk: Buffer | null): { socket: Socket; received: () => number; closed: Promise<void> } {
+  const socket = connect({ port, host: '127.0.0.1' });
+  let received = 0;
+  socket.on('data', (chunk: Buffer) => (received += chunk.length));
+  socket.on('error', () => {});
+  socket.on('connect', () => junk !== null && socket.write(junk));
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  return { socket, received: () => received, closed };
 }
 
-test.serial('the default rounds, once per process: a second call gets the first one\'s outcome', async (t) => {
-  const first = warmUpOnce({ fast: true, keepAlive: true });
-  t.is(warmUpOnce({ fast: false, keepAlive: false }), first);
+test.serial('strangers on its listeners (idle, junk, a would-be echo) get nothing back but a nonce, do not hold it up, and are all closed when it is over', async (t) => {
+  const before = openSockets();
+  const strangers: ReturnType<typeof stranger>[] = [];
+  const allowed: number[] = []; // bytes each may get: the decrypting end's handshake nonce, as from any spiped -d; nothing elsewhere
+  const started = Date.now();
+  const outcome = await warmUpConnections(WARM_UP_ROUNDS, (ports: WarmUpPorts) => {
+    for (const port of [ports.encrypting, ports.decrypting, ports.target]) {
+      strangers.push(stranger(port, null)); // idle
+      strangers.push(stranger(port, randomBytes(400))); // junk
+      strangers.push(stranger(port, Buffer.alloc(100_000, 0x61))); // bytes an echo would send back
+      allowed.push(...[0, 0, 0].map(() => (port === ports.decrypting ? 32 : 0)));
+    }
+  });
+  const expected = WARM_UP_ROUNDS.reduce((sum, round) => sum + round.roundTrips, 0);
+  t.deepEqual(outcome, { connections: WARM_UP_ROUNDS.length, roundTrips: expected }, 'the warm-up itself went through');
+  t.true(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+  await Promise.all(strangers.map((s) => s.closed));
+  t.deepEqual(
+    strangers.map((s) => s.received()),
+    allowed,
+    'no stranger got a byte beyond a nonce',
+  );
+  t.true(await waitUntil(() => openSockets() <= before, 2000), `still open: ${process.getActiveResourcesInfo().join(', ')}`);
+});
+
+test.serial("the default rounds, once per process: a second call gets the first one's outcome", async (t) => {
+  const first = warmUpOnce();
+  t.is(warmUpOnce(), first);
   const expected = WARM_UP_ROUNDS.reduce((sum, round) => sum + round.roundTrips, 0);
   t.deepEqual(await first, { connections: WARM_UP_ROUNDS.length, roundTrips: expected });
 });
@@ -37,7 +107,7 @@ async function traceOfIdleDaemon(env: NodeJS.ProcessEnv): Promise<string> {
   const { dir, cleanup } = tempDir();
   try {
     const port = await freePort();
-    const args = ['--trace-opt', OUR_SPIPED, '-F', '-d', '-f', '-s', `[127.0.0.1]:${port}`, '-t', '[127.0.0.1]:9', '-k', writeKey(dir)];
+    const args = ['--trace-opt', OUR_SPIPED, '-F', '-d', '-s', `[127.0.0.1]:${port}`, '-t', '[127.0.0.1]:9', '-k', writeKey(dir)];
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, ...env } });
     let trace = '';
     child.stdout.on('data', (chunk: Buffer) => (trace += chunk.toString()));

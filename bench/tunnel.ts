@@ -19,8 +19,10 @@
 // it holds --junk-silent silent connections at once.
 // The connection phase also runs CONCURRENT_CLIENTS (16) clients at once, and prints CPU
 // ms per connection for both handshake kinds. The cold phase starts a fresh PFS pair per
-// implementation, moves 1 MiB and serves 50 connections, then times its first 1500
-// round trips with no warm-up (and reports D's start-up time to listening).
+// implementation, each moves 1 MiB and serves 50 connections, then their first 1500
+// round trips are timed with no warm-up by the bench, the pairs taking turns of 500
+// (and it reports D's start-up time to listening). Ours warms itself up once
+// listening (src-ts/warm-up.ts; SPIPED_NATIVE_WARM_UP=0 in the environment turns that off).
 // Prints a table (ours, C, ours/C, relay, relay/C, ours/relay) and the crypto backend;
 // --json prints one object.
 // Options: --size <MiB> (1024), --quick, --json, --only ours|c, --no-relay, --rounds <n> (median,
@@ -577,6 +579,19 @@ class EchoClient {
   }
 }
 
+/** `count` timed round trips through each of `clients`, taken in turns of `block` with the order rotating (so that this machine's drift lands on each alike); returns each client's samples (µs), in order. */
+async function timedInTurns(clients: readonly EchoClient[], count: number, block: number): Promise<Float64Array[]> {
+  const samples = clients.map(() => new Float64Array(count));
+  for (let done = 0, turn = 0; done < count; done += block, turn++) {
+    const size = Math.min(block, count - done);
+    for (let k = 0; k < clients.length; k++) {
+      const i = (turn + k) % clients.length;
+      await clients[i]!.timed(size, samples[i]!, done);
+    }
+  }
+  return samples;
+}
+
 /**
  * `count` sequential 1-byte echoes through each pair (after RTT_WARM_UP unmeasured ones),
  * taken in turns of RTT_BLOCK with the order rotating, so that this machine's drift
@@ -589,14 +604,7 @@ async function roundTrips(pairs: readonly Pair[], server: TargetServer, count: n
   try {
     for (const client of clients) for (let i = 0; i < RTT_WARM_UP; i++) await client.once();
     const cpu0 = pairs.map((p) => [cpuSeconds(p.e.pid), cpuSeconds(p.d.pid)] as const);
-    const samples = pairs.map(() => new Float64Array(count));
-    for (let done = 0, turn = 0; done < count; done += RTT_BLOCK, turn++) {
-      const block = Math.min(RTT_BLOCK, count - done);
-      for (let k = 0; k < pairs.length; k++) {
-        const i = (turn + k) % pairs.length;
-        await clients[i]!.timed(block, samples[i]!, done);
-      }
-    }
+    const samples = await timedInTurns(clients, count, RTT_BLOCK);
     return pairs.map((p, i) => {
       const s = samples[i]!.sort();
       const pct = (q: number): number => s[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
@@ -659,29 +667,41 @@ function echoThrough(port: number, bytes: number): Promise<void> {
   });
 }
 
-/** The cold phase for `impl`: a fresh PFS pair moves COLD_BYTES and serves COLD_CONNECTIONS connections, then the first COLD_ROUND_TRIPS 1-byte round trips are timed, no warm-up. */
-async function coldRoundTrips(impl: Impl, keyFile: string, server: TargetServer, targetPort: number): Promise<ColdResult> {
+/** Cold round trips timed in a row on one pair before the next pair takes its turn (large: the first round trip after a switch is slow for every implementation, and 1% of them would be the p99). */
+const COLD_BLOCK = 500;
+
+/**
+ * The cold phase of one round: a fresh PFS pair per implementation (started one
+ * after the other), each moves COLD_BYTES and serves COLD_CONNECTIONS
+ * connections, then the pairs' first COLD_ROUND_TRIPS round trips are timed in
+ * turns of COLD_BLOCK between them (as the round-trip phase does: this machine's
+ * state drifts over seconds), with no warm-up by the bench.
+ */
+async function runColdRoundTrips(impls: readonly Impl[], keyFile: string, server: TargetServer, targetPort: number): Promise<ColdResult[]> {
   server.mode = 'echo';
-  const pair = await startPair(impl, keyFile, targetPort, []);
+  const pairs: Pair[] = [];
   try {
-    await echoThrough(pair.entryPort, COLD_BYTES);
-    for (let i = 0; i < COLD_CONNECTIONS; i++) await withTimeout(oneConnection(pair.entryPort), 10_000, 'cold connection');
-    const client = new EchoClient(await dial(pair.entryPort));
-    const samples = new Float64Array(COLD_ROUND_TRIPS);
-    try {
-      await client.timed(COLD_ROUND_TRIPS, samples, 0);
-    } finally {
-      client.close();
+    for (const impl of impls) pairs.push(await startPair(impl, keyFile, targetPort, []));
+    for (const pair of pairs) {
+      await withTimeout(echoThrough(pair.entryPort, COLD_BYTES), 60_000, 'cold transfer');
+      for (let i = 0; i < COLD_CONNECTIONS; i++) await withTimeout(oneConnection(pair.entryPort), 10_000, 'cold connection');
     }
-    samples.sort();
-    checkAlive(pair);
-    return {
-      p50: samples[Math.floor(0.5 * COLD_ROUND_TRIPS)]!,
-      p99: samples[Math.floor(0.99 * COLD_ROUND_TRIPS)]!,
-      startupMs: pair.d.startupMs,
-    };
+    const clients = await Promise.all(pairs.map(async (p) => new EchoClient(await dial(p.entryPort))));
+    let samples: Float64Array[];
+    try {
+      samples = await timedInTurns(clients, COLD_ROUND_TRIPS, COLD_BLOCK);
+    } finally {
+      for (const client of clients) client.close();
+    }
+    pairs.forEach(checkAlive);
+    return pairs.map((pair, i) => {
+      const sorted = samples[i]!.sort();
+      const result = { p50: sorted[Math.floor(0.5 * COLD_ROUND_TRIPS)]!, p99: sorted[Math.floor(0.99 * COLD_ROUND_TRIPS)]!, startupMs: pair.d.startupMs };
+      progress(`${pair.impl}: cold round trips p50 ${result.p50.toFixed(0)} µs, p99 ${result.p99.toFixed(0)} µs`);
+      return result;
+    });
   } finally {
-    await stopPair(pair);
+    await Promise.all(pairs.map(stopPair));
   }
 }
 
@@ -856,10 +876,6 @@ async function runImpl(impl: Impl, keyFile: string, server: TargetServer, target
       await stopPair(pair);
     }
   }
-  if (want('cold')) {
-    result.cold = await withTimeout(coldRoundTrips(impl, keyFile, server, targetPort), 120_000, `${impl} cold`);
-    progress(`${impl}: cold round trips p50 ${result.cold.p50.toFixed(0)} µs, p99 ${result.cold.p99.toFixed(0)} µs`);
-  }
   if (want('junk')) result.junk = await runJunk(impl, keyFile, targetPort);
   return result;
 }
@@ -949,7 +965,7 @@ function printTable(results: Record<Impl, ImplResult[]>, backend: string): void 
         ]
       : []),
     ...(OPTS.phases.includes('cold')
-      ? [`cold: a fresh PFS pair per implementation moves ${COLD_BYTES / 1048576} MiB and serves ${COLD_CONNECTIONS} connections, then its first ${COLD_ROUND_TRIPS} round trips are timed, no warm-up`]
+      ? [`cold: a fresh PFS pair per implementation moves ${COLD_BYTES / 1048576} MiB and serves ${COLD_CONNECTIONS} connections, then the first ${COLD_ROUND_TRIPS} round trips of each are timed (no warm-up by the bench; in turns of ${COLD_BLOCK} between the pairs)`]
       : []),
     `rounds ${OPTS.rounds} (median)`,
     ...(OPTS.phases.includes('junk')
@@ -1008,6 +1024,11 @@ async function main(): Promise<void> {
       if (OPTS.phases.includes('rtt')) {
         const rtts = await runRoundTrips(order, keyFile, server, targetPort);
         order.forEach((impl, i) => (roundResults.get(impl)!.rtt = rtts[i]));
+      }
+      if (OPTS.phases.includes('cold')) {
+        const spipeds = order.filter((impl) => impl !== 'relay');
+        const colds = await withTimeout(runColdRoundTrips(spipeds, keyFile, server, targetPort), 300_000, 'cold phase');
+        spipeds.forEach((impl, i) => (roundResults.get(impl)!.cold = colds[i]));
       }
       for (const impl of impls) results[impl].push(roundResults.get(impl)!);
     }

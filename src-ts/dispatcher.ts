@@ -116,7 +116,7 @@ export class Dispatcher extends EventEmitter<DispatcherEvents> {
     await dispatcher.bind();
     if (!options.fast) dispatcher.releaseDhPool = preparePfsServer(); // once bound: its worker starts while the daemon already listens
     // Alongside the first connections, not before listening: none is refused or kept waiting for it.
-    if (options.warmUp === true) void warmUpOnce({ fast: options.fast, keepAlive: options.keepAlive });
+    if (options.warmUp === true) void warmUpOnce();
     dispatcher.scheduleResolution();
     return dispatcher;
   }

@@ -108,6 +108,19 @@ export interface Session {
   keyIndex: number; // which of the server's keys the peer holds (0 = the first; always 0 for a client)
 }
 
+/**
+ * The Session a handshake returns: built by one constructor, so that every session has the
+ * same hidden class (the packet pipe's compiled code fits them all; an object literal or a
+ * spread gave sessions of several, and the pipe's code was compiled again for the next).
+ */
+class EstablishedSession implements Session {
+  constructor(
+    readonly sealer: PacketSealer,
+    readonly opener: PacketOpener,
+    readonly keyIndex: number,
+  ) {}
+}
+
 /** The most keys a server tries per connection (each costs an unauthenticated peer one more PBKDF2 of two HMAC blocks). */
 export const MAX_SERVER_KEYS = 16;
 
@@ -215,9 +228,11 @@ export function deriveSessionKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer, y
 /** Builds this side's sealer (outgoing keys) and opener (incoming keys), then wipes `keys`. */
 export function createPacketCoders(role: Role, keys: SessionKeys): { sealer: PacketSealer; opener: PacketOpener } {
   try {
-    return role === 'client'
-      ? { sealer: new PacketSealer(keys.encC, keys.macC), opener: new PacketOpener(keys.encS, keys.macS) }
-      : { sealer: new PacketSealer(keys.encS, keys.macS), opener: new PacketOpener(keys.encC, keys.macC) };
+    const client = role === 'client';
+    return {
+      sealer: client ? new PacketSealer(keys.encC, keys.macC) : new PacketSealer(keys.encS, keys.macS),
+      opener: client ? new PacketOpener(keys.encS, keys.macS) : new PacketOpener(keys.encC, keys.macC),
+    };
   } finally {
     for (const part of [keys.encC, keys.macC, keys.encS, keys.macS]) part.fill(0);
   }
@@ -470,7 +485,8 @@ async function handshakeOver(reader: HandshakeTransport, options: HandshakeOptio
     const ySC = computeSharedValue(own, yPeer);
     const sessionKeys = deriveSessionKeys(keys[keyIndex]!, nonceC, nonceS, ySC);
     if (ySC !== DH_ONE) ySC.fill(0); // the shared secret (DH_ONE is the shared public constant)
-    return { ...createPacketCoders(options.role, sessionKeys), keyIndex };
+    const { sealer, opener } = createPacketCoders(options.role, sessionKeys);
+    return new EstablishedSession(sealer, opener, keyIndex);
   } finally {
     own?.exponent?.fill(0);
     for (const pair of dhmacs) {

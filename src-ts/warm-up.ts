@@ -9,20 +9,28 @@
 // The warm-up runs whole connections in-process through the daemon's own
 // connection code (runConnection, both modes): a user connects to a loopback
 // encrypting end, which connects to a loopback decrypting end, which connects to
-// a loopback echo target. Each connection handshakes under a throw-away key,
-// moves some bulk both ways, makes one-byte round trips, and ends with the
-// user's EOF carried through and the target's back, as a real one does. The
-// first connections are short, so that every field a connection's end changes
-// has changed before TurboFan compiles code that would assume it never does
-// (that code would be thrown away at the first close, and compiled again while
-// serving); the last one is long enough for the compilations. Nothing leaves the
-// machine, no key of the daemon's is used, and everything it opened is closed
-// and its keys wiped before it resolves.
+// a loopback echo target. Each connection handshakes (fast mode: the data path is
+// the same for both kinds, and the DH pool is left to real clients) under a
+// throw-away key, moves some bulk both ways, makes one-byte round trips, and
+// ends with the user's EOF carried through and the target's back, as a real one
+// does. The first connections are short, so that every field a connection's end
+// changes has changed before TurboFan compiles code that would assume it never
+// does (that code would be thrown away at the first close and compiled again
+// while serving); the last one is long enough for the compilations.
+//
+// Its three listeners are on 127.0.0.1, where any local user can reach them for
+// the tenth of a second they exist. What a stranger gets there is nothing: the
+// decrypting end wants the throw-away key, and the echo target echoes only after
+// the warm-up's own random token (and copies what it echoes: a read is a view of
+// the buffer every channel of the process reads into). Everything is torn down
+// on a deadline whatever strangers do: the listeners close first, then every
+// channel is destroyed with an error (which takes each pipe's other side with
+// it), and the throw-away key is wiped.
 
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:net';
 import type { Endpoint } from './address.js';
-import { acceptChannels, dialChannel, type Channel } from './channel.js';
+import { acceptChannels, dialChannel, type Channel, type DialAttempt } from './channel.js';
 import { runConnection, type ConnectionOptions } from './connection.js';
 import { KeyRing } from './key-ring.js';
 
@@ -36,13 +44,20 @@ export interface WarmUpRound {
 export const WARM_UP_ROUNDS: readonly WarmUpRound[] = [
   { bulkBytes: 256 * 1024, roundTrips: 4 },
   { bulkBytes: 256 * 1024, roundTrips: 4 },
-  { bulkBytes: 64 * 1024, roundTrips: 1500 },
+  { bulkBytes: 64 * 1024, roundTrips: 3000 },
 ];
 
-/** How the warm-up's connections are run: the daemon's handshake kind and socket options. */
-export interface WarmUpOptions {
-  fast: boolean;
-  keepAlive: boolean;
+/** What a warm-up did: the connections whose every byte came back as sent, and the round trips made in all. */
+export interface WarmUpOutcome {
+  connections: number;
+  roundTrips: number;
+}
+
+/** The warm-up's listening ports (for tests that play the stranger). */
+export interface WarmUpPorts {
+  encrypting: number;
+  decrypting: number;
+  target: number;
 }
 
 /** Whether the CLI daemons warm up once listening: yes unless SPIPED_NATIVE_WARM_UP=0. */
@@ -50,32 +65,33 @@ export function warmUpWanted(): boolean {
   return process.env['SPIPED_NATIVE_WARM_UP'] !== '0';
 }
 
-/** What a warm-up did: the connections that carried all their bytes and round trips, and the round trips made in all. */
-export interface WarmUpOutcome {
-  connections: number;
-  roundTrips: number;
-}
-
 let processWarmUp: Promise<WarmUpOutcome> | null = null;
 
 /** Runs the warm-up with the default rounds once per process (V8's compiled code serves every tunnel in it): the first call starts it, every call returns its promise. */
-export function warmUpOnce(options: WarmUpOptions): Promise<WarmUpOutcome> {
-  processWarmUp ??= warmUpConnections(options);
+export function warmUpOnce(): Promise<WarmUpOutcome> {
+  processWarmUp ??= warmUpConnections();
   return processWarmUp;
 }
 
-/** Runs the warm-up (see the module comment), one connection per round; resolves to what it did once everything it opened is closed; never rejects (a warm-up that cannot run leaves the daemon as it was: cold). */
-export async function warmUpConnections(options: WarmUpOptions, rounds: readonly WarmUpRound[] = WARM_UP_ROUNDS): Promise<WarmUpOutcome> {
+/** A round not finished by then is given up; connecting and handshakes have this long too. */
+const ROUND_LIMIT_MS = 5000;
+const STEP_LIMIT_MS = 2000;
+
+/** Runs the warm-up (see the module comment), one connection per round; `onListening` gets its ports; resolves to what it did once it has torn everything down; never rejects (a warm-up that cannot run leaves the daemon as it was: cold). */
+export async function warmUpConnections(rounds: readonly WarmUpRound[] = WARM_UP_ROUNDS, onListening: (ports: WarmUpPorts) => void = () => {}): Promise<WarmUpOutcome> {
   const outcome: WarmUpOutcome = { connections: 0, roundTrips: 0 };
   const keys = new KeyRing([randomBytes(32)]);
+  const token = randomBytes(TOKEN_LEN);
   const servers: Server[] = [];
   const opened = new Set<Channel>();
+  const connections: Promise<void>[] = [];
   const track = (channel: Channel): Channel => {
     opened.add(channel);
+    channel.onClose = () => opened.delete(channel); // until its owner sets its own (which is left to clean up)
     return channel;
   };
   try {
-    const listen = async (onChannel: (channel: Channel) => void): Promise<Endpoint> => {
+    const listen = async (onChannel: (channel: Channel) => void): Promise<Endpoint & { kind: 'inet' }> => {
       const server = createServer({ allowHalfOpen: true, pauseOnConnect: true });
       servers.push(server);
       await new Promise<void>((resolve, reject) => {
@@ -87,73 +103,125 @@ export async function warmUpConnections(options: WarmUpOptions, rounds: readonly
       if (address === null || typeof address === 'string') throw new Error('no loopback port');
       return { kind: 'inet', address: '127.0.0.1', family: 4, port: address.port };
     };
-    const connections: Promise<void>[] = [];
     const serve = (mode: ConnectionOptions['mode'], target: Endpoint) => (channel: Channel) => {
-      const settings: ConnectionOptions = { mode, keys, fast: options.fast, requirePfs: false, timeoutMs: 5000, keepAlive: options.keepAlive, bind: null, targets: () => [target], proxyProtocol: null };
+      const settings: ConnectionOptions = { mode, keys, fast: true, requirePfs: false, timeoutMs: STEP_LIMIT_MS, keepAlive: true, bind: null, targets: () => [target], proxyProtocol: null };
       connections.push(runConnection(channel, settings).catch(() => {}));
     };
-    const target = await listen(echo);
+    const target = await listen((channel) => echoAfterToken(channel, token));
     const decrypting = await listen(serve('decrypt', target));
     const encrypting = await listen(serve('encrypt', decrypting));
+    onListening({ encrypting: encrypting.port, decrypting: decrypting.port, target: target.port });
+    const bulk = randomBytes(BULK_WRITE_LEN);
     for (const round of rounds) {
-      const made = await oneConnection(track(await dialChannel(encrypting, null, () => {})), round);
+      const user = track(await dialWithin(encrypting, STEP_LIMIT_MS));
+      const made = await oneConnection(user, token, bulk, round);
+      if (made < 0) break; // something came back wrong: stop here, and say so in the outcome
       outcome.roundTrips += made;
       if (made === round.roundTrips) outcome.connections += 1;
     }
-    for (const channel of opened) channel.destroy(); // a connection still open after its round (1 s) is ended here
-    await Promise.all(connections);
   } catch {
     // no loopback, a port refused, a handshake failed: the daemon stays cold
   } finally {
-    for (const channel of opened) channel.destroy();
-    await Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    // Listeners first (no stranger gets in from now on), then every channel, with an error so that each pipe closes its other side too.
+    // (A net.Server serving net.Socket channels calls back from close() only once its connections are gone: not awaited before.)
+    const listenersClosed = Promise.all(servers.map((server) => new Promise((resolve) => server.close(resolve))));
+    const over = new Error('warm-up over');
+    for (const channel of opened) channel.destroy(over);
+    await settledWithin(Promise.all([...connections, listenersClosed]), STEP_LIMIT_MS);
     keys.close();
+    token.fill(0);
   }
   return outcome;
 }
 
-/** The target: echoes what it reads, and ends once its peer has. */
-function echo(channel: Channel): void {
-  channel.onData = (chunk) => channel.write(chunk, null);
+/** Connects to `endpoint` within `limitMs` (else rejects, the attempt closed). */
+async function dialWithin(endpoint: Endpoint, limitMs: number): Promise<Channel> {
+  let attempt: DialAttempt | null = null;
+  const timer = setTimeout(() => attempt?.destroy(new Error('warm-up connect timed out')), limitMs);
+  try {
+    return await dialChannel(endpoint, null, (started) => (attempt = started));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The target: once the first TOKEN_LEN bytes are `token`, echoes what follows (copied, with backpressure) and ends once its peer has; anything else is dropped. */
+function echoAfterToken(channel: Channel, token: Buffer): void {
+  let expected = 0; // token bytes matched so far
+  channel.onData = (chunk) => {
+    let rest = chunk;
+    if (expected < TOKEN_LEN) {
+      const take = Math.min(TOKEN_LEN - expected, chunk.length);
+      if (!chunk.subarray(0, take).equals(token.subarray(expected, expected + take))) return channel.destroy(new Error('not the warm-up'));
+      expected += take;
+      rest = chunk.subarray(take);
+    }
+    if (rest.length > 0 && !channel.write(Buffer.from(rest), null)) channel.pause();
+  };
+  channel.onDrain = () => channel.resume();
   channel.onEnd = () => channel.end();
   channel.resume();
 }
 
-/** The user's side of one connection: the round's bulk bytes and round trips, then its EOF; resolves to the round trips made once the connection has closed, or the round gave up (the connection closed early, or 5 s passed). */
-async function oneConnection(user: Channel, { bulkBytes, roundTrips }: WarmUpRound): Promise<number> {
+/** The user's side of one connection: the token, the round's bulk bytes (`bulk` repeated) and round trips, each checked as it comes back, then its EOF; resolves to the round trips made (-1 if anything came back wrong) once the connection has closed or the round gave up. */
+async function oneConnection(user: Channel, token: Buffer, bulk: Buffer, { bulkBytes, roundTrips }: WarmUpRound): Promise<number> {
   let made = -1; // the first call after the bulk sends the first byte
+  let intact = true;
+  let timer: NodeJS.Timeout | undefined;
+  const giveUp = new Promise<void>((resolve) => (timer = setTimeout(resolve, ROUND_LIMIT_MS)));
   let finished: () => void = () => {};
   const closed = new Promise<void>((resolve) => (user.onClose = () => (finished(), resolve())));
-  const giveUp = new Promise<void>((resolve) => setTimeout(resolve, ROUND_LIMIT_MS).unref());
-  await Promise.race([
-    giveUp,
-    new Promise<void>((resolve) => {
-      finished = resolve;
-      let echoed = 0;
-      user.onData = (chunk) => {
-        if (echoed < bulkBytes) {
-          echoed += chunk.length;
-          if (echoed < bulkBytes) return;
-        }
-        made += 1;
-        if (made === roundTrips) return resolve();
-        user.write(BYTE, null);
-      };
-      user.onEnd = resolve;
-      user.resume();
-      for (let sent = 0; sent < bulkBytes; sent += BULK_WRITE.length) {
-        user.write(BULK_WRITE.subarray(0, Math.min(BULK_WRITE.length, bulkBytes - sent)), null);
-      }
-      if (bulkBytes === 0) user.onData(EMPTY); // no bulk to wait for: the first round trip starts now
-    }),
-  ]);
-  user.end();
-  await Promise.race([closed, giveUp]);
-  return Math.max(made, 0);
+  try {
+    await Promise.race([
+      giveUp,
+      new Promise<void>((resolve) => {
+        finished = resolve;
+        let echoed = 0;
+        user.onData = (chunk) => {
+          let rest = chunk;
+          if (echoed < bulkBytes) {
+            const take = Math.min(bulkBytes - echoed, chunk.length);
+            for (let i = 0; i < take; i++) if (chunk[i] !== bulk[(echoed + i) % bulk.length]) intact = false;
+            echoed += take;
+            rest = chunk.subarray(take);
+            if (echoed < bulkBytes) return;
+          }
+          if (made >= 0 && (rest.length !== 1 || rest[0] !== roundTripByte(made))) intact = false;
+          if (!intact) return resolve();
+          made += 1;
+          if (made === roundTrips) return resolve();
+          user.write(Buffer.from([roundTripByte(made)]), null);
+        };
+        user.onEnd = resolve;
+        user.resume();
+        user.write(Buffer.from(token), null);
+        for (let sent = 0; sent < bulkBytes; sent += bulk.length) user.write(bulk.subarray(0, Math.min(bulk.length, bulkBytes - sent)), null);
+        if (bulkBytes === 0) user.onData(EMPTY); // no bulk to wait for: the first round trip starts now
+      }),
+    ]);
+    user.end();
+    await Promise.race([closed, giveUp]);
+  } finally {
+    clearTimeout(timer);
+  }
+  return intact ? Math.max(made, 0) : -1;
 }
 
-/** A round that has not finished by then is given up (its channels are closed by the caller). */
-const ROUND_LIMIT_MS = 5000;
-const BYTE = Buffer.from([0x78]);
+/** The byte of round trip `n` (they differ from one to the next, so a stale or repeated echo shows). */
+const roundTripByte = (n: number): number => n & 0xff;
+
+/** Resolves once `promise` has settled or `limitMs` has passed, whichever is first (leaving no timer behind). */
+async function settledWithin(promise: Promise<unknown>, limitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([promise.then(noop, noop), new Promise<void>((resolve) => (timer = setTimeout(resolve, limitMs)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const noop = (): void => {};
+
+const TOKEN_LEN = 32;
+const BULK_WRITE_LEN = 64 * 1024;
 const EMPTY = Buffer.alloc(0);
-const BULK_WRITE = Buffer.alloc(64 * 1024, 0x78);
