@@ -18,16 +18,18 @@
 // does (that code would be thrown away at the first close and compiled again
 // while serving); the last one is long enough for the compilations.
 //
-// Its three listeners are on 127.0.0.1, where any local user can reach them for
-// the tenth of a second they exist. What a stranger gets there is nothing: the
-// decrypting end wants the throw-away key, and the echo target echoes only after
-// the warm-up's own random token (and copies what it echoes: a read is a view of
-// the buffer every channel of the process reads into). Everything is torn down
-// on a deadline whatever strangers do: the listeners close first, then every
-// channel is destroyed with an error (which takes each pipe's other side with
-// it), and the throw-away key is wiped.
+// Its three listeners are on 127.0.0.1, where any local user can reach them while
+// they exist (normally a fifth of a second; no round starts after 10 s). What a
+// stranger gets there is nothing: the decrypting end wants the throw-away key, the
+// echo target echoes only after the warm-up's own random token (and copies what
+// it echoes: a read is a view of the buffer every channel of the process reads
+// into), and a listener already holding eight connections closes any more at once
+// (a flood of strangers can make the warm-up fail, and the daemon stay cold, but
+// not make it hold more than a few dozen descriptors). Everything is torn down whatever strangers do: the
+// listeners close first, then every channel is destroyed with an error (which
+// takes each pipe's other side with it), and the throw-away key is wiped.
 
-import { randomBytes } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:net';
 import type { Endpoint } from './address.js';
 import { acceptChannels, dialChannel, type Channel, type DialAttempt } from './channel.js';
@@ -73,9 +75,12 @@ export function warmUpOnce(): Promise<WarmUpOutcome> {
   return processWarmUp;
 }
 
-/** A round not finished by then is given up; connecting and handshakes have this long too. */
+/** A round not finished by then is given up; connecting and handshakes have this long; no round starts after the whole warm-up's limit. */
 const ROUND_LIMIT_MS = 5000;
 const STEP_LIMIT_MS = 2000;
+const WARM_UP_LIMIT_MS = 10_000;
+/** The warm-up's own connections need one at a time per listener (two while one closes); beyond this many, a connection is a stranger's and closed at once. */
+const MAX_OPEN_PER_LISTENER = 8;
 
 /** Runs the warm-up (see the module comment), one connection per round; `onListening` gets its ports; resolves to what it did once it has torn everything down; never rejects (a warm-up that cannot run leaves the daemon as it was: cold). */
 export async function warmUpConnections(rounds: readonly WarmUpRound[] = WARM_UP_ROUNDS, onListening: (ports: WarmUpPorts) => void = () => {}): Promise<WarmUpOutcome> {
@@ -98,7 +103,17 @@ export async function warmUpConnections(rounds: readonly WarmUpRound[] = WARM_UP
         server.once('error', reject);
         server.listen(0, '127.0.0.1', resolve);
       });
-      acceptChannels(server, (channel) => onChannel(track(channel)), () => {});
+      let live: Channel[] = [];
+      acceptChannels(
+        server,
+        (channel) => {
+          live = live.filter((open) => !open.closed);
+          if (live.length >= MAX_OPEN_PER_LISTENER) return channel.destroy(new Error('warm-up listener full'));
+          live.push(channel);
+          onChannel(track(channel));
+        },
+        () => {},
+      );
       const address = server.address();
       if (address === null || typeof address === 'string') throw new Error('no loopback port');
       return { kind: 'inet', address: '127.0.0.1', family: 4, port: address.port };
@@ -112,7 +127,9 @@ export async function warmUpConnections(rounds: readonly WarmUpRound[] = WARM_UP
     const encrypting = await listen(serve('encrypt', decrypting));
     onListening({ encrypting: encrypting.port, decrypting: decrypting.port, target: target.port });
     const bulk = randomBytes(BULK_WRITE_LEN);
+    const deadline = Date.now() + WARM_UP_LIMIT_MS;
     for (const round of rounds) {
+      if (Date.now() > deadline) break;
       const user = track(await dialWithin(encrypting, STEP_LIMIT_MS));
       const made = await oneConnection(user, token, bulk, round);
       if (made < 0) break; // something came back wrong: stop here, and say so in the outcome
@@ -145,16 +162,19 @@ async function dialWithin(endpoint: Endpoint, limitMs: number): Promise<Channel>
   }
 }
 
-/** The target: once the first TOKEN_LEN bytes are `token`, echoes what follows (copied, with backpressure) and ends once its peer has; anything else is dropped. */
+/** The target: once the first TOKEN_LEN bytes have come and are `token` (compared whole, in constant time: no byte-by-byte oracle), echoes what follows (copied, with backpressure) and ends once its peer has; anything else is dropped. */
 function echoAfterToken(channel: Channel, token: Buffer): void {
-  let expected = 0; // token bytes matched so far
+  const presented = Buffer.alloc(TOKEN_LEN);
+  let have = 0; // token bytes received so far
   channel.onData = (chunk) => {
     let rest = chunk;
-    if (expected < TOKEN_LEN) {
-      const take = Math.min(TOKEN_LEN - expected, chunk.length);
-      if (!chunk.subarray(0, take).equals(token.subarray(expected, expected + take))) return channel.destroy(new Error('not the warm-up'));
-      expected += take;
+    if (have < TOKEN_LEN) {
+      const take = Math.min(TOKEN_LEN - have, chunk.length);
+      chunk.copy(presented, have, 0, take);
+      have += take;
       rest = chunk.subarray(take);
+      if (have < TOKEN_LEN) return;
+      if (!timingSafeEqual(presented, token)) return channel.destroy(new Error('not the warm-up'));
     }
     if (rest.length > 0 && !channel.write(Buffer.from(rest), null)) channel.pause();
   };
