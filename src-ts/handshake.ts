@@ -228,11 +228,9 @@ export function deriveSessionKeys(key: Buffer, nonceC: Buffer, nonceS: Buffer, y
 /** Builds this side's sealer (outgoing keys) and opener (incoming keys), then wipes `keys`. */
 export function createPacketCoders(role: Role, keys: SessionKeys): { sealer: PacketSealer; opener: PacketOpener } {
   try {
-    const client = role === 'client';
-    return {
-      sealer: client ? new PacketSealer(keys.encC, keys.macC) : new PacketSealer(keys.encS, keys.macS),
-      opener: client ? new PacketOpener(keys.encS, keys.macS) : new PacketOpener(keys.encC, keys.macC),
-    };
+    return role === 'client'
+      ? { sealer: new PacketSealer(keys.encC, keys.macC), opener: new PacketOpener(keys.encS, keys.macS) }
+      : { sealer: new PacketSealer(keys.encS, keys.macS), opener: new PacketOpener(keys.encC, keys.macC) };
   } finally {
     for (const part of [keys.encC, keys.macC, keys.encS, keys.macS]) part.fill(0);
   }

@@ -50,10 +50,11 @@ export const WARM_UP_ROUNDS: readonly WarmUpRound[] = [
   { bulkBytes: 64 * 1024, roundTrips: 3000 },
 ];
 
-/** What a warm-up did: the connections whose every byte came back as sent, and the round trips made in all. */
+/** What a warm-up did: the connections whose every byte came back as sent, the round trips made in all, and the connections its listeners closed at once for being full (strangers'). */
 export interface WarmUpOutcome {
   connections: number;
   roundTrips: number;
+  refused: number;
 }
 
 /** The warm-up's listening ports (for tests that play the stranger). */
@@ -85,7 +86,7 @@ const MAX_OPEN_PER_LISTENER = 8;
 
 /** Runs the warm-up (see the module comment), one connection per round; `onListening` gets its ports; resolves to what it did once it has torn everything down; never rejects (a warm-up that cannot run leaves the daemon as it was: cold). */
 export async function warmUpConnections(rounds: readonly WarmUpRound[] = WARM_UP_ROUNDS, onListening: (ports: WarmUpPorts) => void = () => {}): Promise<WarmUpOutcome> {
-  const outcome: WarmUpOutcome = { connections: 0, roundTrips: 0 };
+  const outcome: WarmUpOutcome = { connections: 0, roundTrips: 0, refused: 0 };
   const keys = new KeyRing([randomBytes(32)]);
   const token = randomBytes(TOKEN_LEN);
   const servers: Server[] = [];
@@ -109,7 +110,10 @@ export async function warmUpConnections(rounds: readonly WarmUpRound[] = WARM_UP
         server,
         (channel) => {
           live = live.filter((open) => !open.closed);
-          if (live.length >= MAX_OPEN_PER_LISTENER) return channel.destroy(new Error('warm-up listener full'));
+          if (live.length >= MAX_OPEN_PER_LISTENER) {
+            outcome.refused += 1;
+            return channel.destroy(new Error('warm-up listener full'));
+          }
           live.push(channel);
           onChannel(track(channel));
         },
