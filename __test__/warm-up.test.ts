@@ -127,16 +127,17 @@ async function traceOfIdleDaemon(env: NodeJS.ProcessEnv, waitMs: number): Promis
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'ignore'], env: { ...process.env, ...env } });
     let trace = '';
     child.stdout.on('data', (chunk: Buffer) => (trace += chunk.toString()));
-    const exited = new Promise((resolve) => child.once('exit', resolve));
+    // 'close', not 'exit': the trace read so far is whole only once stdout has closed.
+    const closed = new Promise((resolve) => child.once('close', resolve));
     try {
       await waitForListener({ port }, 10_000, child.pid);
       await waitUntil(() => dataPathCompiled(trace), waitMs); // a loaded machine may take seconds
-      // V8 prints its trace through stdio, buffered on a pipe: a clean exit flushes what is left.
+      // V8 prints its trace through stdio, block-buffered on a pipe: a clean exit flushes what is left.
       child.kill('SIGTERM');
-      await Promise.race([exited, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      await Promise.race([closed, new Promise((resolve) => setTimeout(resolve, 5000))]);
     } finally {
       child.kill('SIGKILL');
-      await exited;
+      await closed;
     }
     return trace;
   } finally {
@@ -148,6 +149,11 @@ async function traceOfIdleDaemon(env: NodeJS.ProcessEnv, waitMs: number): Promis
 const dataPathCompiled = (trace: string): boolean => trace.split('\n').some((line) => /optimi[sz]/i.test(line) && /<JSFunction plain\.onData\b/.test(line));
 
 test.serial('a CLI daemon compiles its data path before any client connects; SPIPED_NATIVE_WARM_UP=0 leaves it cold', async (t) => {
-  t.true(dataPathCompiled(await traceOfIdleDaemon({}, 30_000)), 'warmed up by default');
+  const trace = await traceOfIdleDaemon({}, 30_000);
+  if (!dataPathCompiled(trace)) {
+    const compiled = trace.split('\n').filter((line) => line.includes('completed optimizing')).map((line) => /<JSFunction ([^ >]*)/.exec(line)?.[1]);
+    t.log(`trace: ${trace.length} bytes; compiled: ${compiled.join(' ')}`);
+  }
+  t.true(dataPathCompiled(trace), 'warmed up by default');
   t.false(dataPathCompiled(await traceOfIdleDaemon({ SPIPED_NATIVE_WARM_UP: '0' }, 2000)), 'not without the warm-up');
 });
