@@ -43,7 +43,7 @@ export interface WarmUpRound {
   roundTrips: number;
 }
 
-/** The connections run: short ones for the life cycle and the bulk paths, then one long enough for the compilations (about 0.1 s here). */
+/** The connections run: short ones for the life cycle and the bulk paths, then one long enough for the compilations (about 0.2 s here). */
 export const WARM_UP_ROUNDS: readonly WarmUpRound[] = [
   { bulkBytes: 256 * 1024, roundTrips: 4 },
   { bulkBytes: 256 * 1024, roundTrips: 4 },
@@ -79,7 +79,7 @@ export function warmUpOnce(): Promise<WarmUpOutcome> {
 
 /** A round not finished by then is given up; connecting and handshakes have this long; no round starts after the whole warm-up's limit. */
 const ROUND_LIMIT_MS = 20_000;
-const STEP_LIMIT_MS = 2000;
+const STEP_LIMIT_MS = 10_000;
 const WARM_UP_LIMIT_MS = 30_000;
 /** The warm-up's own connections need one at a time per listener (two while one closes); beyond this many, a connection is a stranger's and closed at once. */
 const MAX_OPEN_PER_LISTENER = 8;
