@@ -579,6 +579,11 @@ class EchoClient {
   }
 }
 
+/** The `q` quantile (0..1) of `sorted` (ascending), NaN if empty. */
+function percentile(sorted: Float64Array, q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? NaN;
+}
+
 /** `count` timed round trips through each of `clients`, taken in turns of `block` with the order rotating (so that this machine's drift lands on each alike); returns each client's samples (µs), in order. */
 async function timedInTurns(clients: readonly EchoClient[], count: number, block: number): Promise<Float64Array[]> {
   const samples = clients.map(() => new Float64Array(count));
@@ -607,7 +612,7 @@ async function roundTrips(pairs: readonly Pair[], server: TargetServer, count: n
     const samples = await timedInTurns(clients, count, RTT_BLOCK);
     return pairs.map((p, i) => {
       const s = samples[i]!.sort();
-      const pct = (q: number): number => s[Math.min(count - 1, Math.floor(q * count))] ?? NaN;
+      const pct = (q: number): number => percentile(s, q);
       const [e0, d0] = cpu0[i]!;
       return {
         p50: pct(0.5),
@@ -696,7 +701,7 @@ async function runColdRoundTrips(impls: readonly Impl[], keyFile: string, server
     pairs.forEach(checkAlive);
     return pairs.map((pair, i) => {
       const sorted = samples[i]!.sort();
-      const result = { p50: sorted[Math.floor(0.5 * COLD_ROUND_TRIPS)]!, p99: sorted[Math.floor(0.99 * COLD_ROUND_TRIPS)]!, startupMs: pair.d.startupMs };
+      const result = { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), startupMs: pair.d.startupMs };
       progress(`${pair.impl}: cold round trips p50 ${result.p50.toFixed(0)} µs, p99 ${result.p99.toFixed(0)} µs`);
       return result;
     });
