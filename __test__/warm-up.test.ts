@@ -145,8 +145,8 @@ async function traceOfIdleDaemon(env: NodeJS.ProcessEnv, waitMs: number): Promis
   }
 }
 
-/** Functions of the daemon's data path only (a daemon with no traffic compiles none): the channels' read callback, the pipe's callbacks, the sealer's and opener's calls, the counter check. */
-const DATA_PATH = new Set(['onRead', 'plain.onData', 'openChunk', 'takeOutput', 'sealInto', 'openInto', 'spendRoom']);
+/** Functions of the daemon's data path only (a daemon with no traffic compiles none): the channels' read callback, the pipe's callbacks, the output slabs, the sealer's and opener's calls, the counter check. */
+const DATA_PATH = new Set(['onRead', 'plain.onData', 'openChunk', 'takeOutput', 'take', 'sealInto', 'openInto', 'spendRoom']);
 
 /** The functions V8's trace shows compiled by an optimizing tier (Node 20: TurboFan's 'completed optimizing'; Node 24: 'completed compiling', Maglev or TurboFan). */
 const compiledFunctions = (trace: string): string[] =>
